@@ -1,0 +1,163 @@
+"""Reading audio: soundfile for what libsndfile reads (flac, wav, ogg), PyAV for the rest
+(mkv/mp4/webm with opus or aac, mp3, ...). Always mono float32 at the requested rate.
+
+Only the requested window is decoded: soundfile seeks to the exact sample, PyAV to the
+nearest earlier packet. So reading a 10 s crop from an hour-long file costs 10 s of audio.
+"""
+import math
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+SOUNDFILE_EXTS = {".flac", ".wav", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".rf64"}
+
+
+class AudioReadError(RuntimeError):
+    """A file that cannot be read as audio; the message names the file and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _uses_soundfile(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in SOUNDFILE_EXTS
+
+
+def probe(path: str) -> Tuple[int, int]:
+    """(native sample rate, exact number of native samples). Decodes PyAV files whole,
+    because container durations are estimates; soundfile reads the header only."""
+    if not os.path.isfile(path):
+        raise AudioReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise AudioReadError(path, "empty file")
+    if _uses_soundfile(path):
+        import soundfile as sf
+
+        try:
+            info = sf.info(path)
+            # decode the last block too: a truncated flac has a valid header
+            if info.frames > 0:
+                with sf.SoundFile(path) as f:
+                    f.seek(max(0, info.frames - 1024))
+                    tail = f.read(1024, dtype="float32")
+                    if len(tail) == 0:
+                        raise AudioReadError(path, "truncated: last samples cannot be decoded")
+        except AudioReadError:
+            raise
+        except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, ...
+            raise AudioReadError(path, f"soundfile cannot read it ({e})") from None
+        return info.samplerate, info.frames
+    rate, samples = None, 0
+    for chunk, rate in _av_chunks(path, 0):
+        samples += chunk.shape[1]
+    return rate, samples
+
+
+def _av_chunks(path: str, start_seconds: float):
+    """Yield (float32 (channels, n) array, sample rate) from ``start_seconds`` on; the first
+    chunk starts exactly there (sample accuracy where timestamps allow)."""
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as e:
+        raise AudioReadError(path, f"PyAV cannot open it ({e})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioReadError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        if start_seconds > 0 and stream.time_base is not None:
+            container.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
+        else:
+            start_seconds = 0.0
+        resampler = av.AudioResampler(format="fltp")
+        skip = None
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    data = out.to_ndarray()
+                    if skip is None:
+                        pos = (out.pts * out.time_base) if (start_seconds and out.pts is not None) else 0
+                        skip = max(0, int(round((start_seconds - float(pos)) * rate)))
+                    if skip >= data.shape[1]:
+                        skip -= data.shape[1]
+                        continue
+                    yield data[:, skip:], rate
+                    skip = 0
+        except AudioReadError:
+            raise
+        except Exception as e:
+            raise AudioReadError(path, f"PyAV cannot decode it ({e})") from None
+        if rate is None or skip is None:
+            raise AudioReadError(path, "no audio could be decoded")
+
+
+def read(path: str, sample_rate: int = 16000, start: int = 0, num: Optional[int] = None) -> torch.Tensor:
+    """Mono float32 waveform at ``sample_rate``: ``num`` samples (all when None) from sample
+    ``start`` (both counted at ``sample_rate``). Shorter when the file ends first."""
+    if not os.path.isfile(path):
+        raise AudioReadError(path, "no such file")
+    if _uses_soundfile(path):
+        wav, rate = _read_soundfile(path, sample_rate, start, num)
+    else:
+        wav, rate = _read_av(path, sample_rate, start, num)
+    wav = torch.from_numpy(np.ascontiguousarray(wav))
+    if rate != sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, rate, sample_rate)
+    if num is not None:
+        wav = wav[:num]
+    if not torch.isfinite(wav).all():
+        raise AudioReadError(path, "decoded samples are not finite")
+    return wav
+
+
+def _native_window(rate: int, sample_rate: int, start: int, num: Optional[int]):
+    first = int(math.floor(start * rate / sample_rate))
+    count = None if num is None else int(math.ceil(num * rate / sample_rate)) + 1
+    return first, count
+
+
+def _read_soundfile(path, sample_rate, start, num):
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            first, count = _native_window(rate, sample_rate, start, num)
+            f.seek(min(first, f.frames))
+            data = f.read(-1 if count is None else count, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioReadError(path, f"soundfile cannot read it ({e})") from None
+    if data.shape[0] == 0 and (num is None or num > 0):
+        raise AudioReadError(path, f"no samples at offset {start} (file shorter than expected?)")
+    return data.mean(axis=1), rate
+
+
+def _read_av(path, sample_rate, start, num):
+    chunks, got, rate = [], 0, None
+    first_seconds = start / sample_rate
+    for data, rate in _av_chunks(path, first_seconds):
+        chunks.append(data)
+        got += data.shape[1]
+        _, count = _native_window(rate, sample_rate, start, num)
+        if count is not None and got >= count:
+            break
+    if not chunks:
+        raise AudioReadError(path, f"no samples at offset {start} (file shorter than expected?)")
+    data = np.concatenate(chunks, axis=1)
+    _, count = _native_window(rate, sample_rate, start, num)
+    if count is not None:
+        data = data[:, :count]
+    return data.mean(axis=0), rate
+
+
+def num_samples(path: str, sample_rate: int = 16000) -> int:
+    """Length in samples at ``sample_rate`` (what manifests store)."""
+    rate, frames = probe(path)
+    return int(frames * sample_rate // rate)

@@ -1,0 +1,112 @@
+"""Reading, checking and exporting MAE-AST checkpoints (fairseq layout: ``cfg`` with ``model``
+and ``task`` sections, ``model`` state dict), without fairseq."""
+import os
+from typing import Dict, Tuple
+
+import torch
+
+from .config import MAEASTConfig
+
+
+class CheckpointError(ValueError):
+    """A file that is not an MAE-AST checkpoint, or one that does not fit the model."""
+
+
+def load(path: str) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (torch's safe loader), our training
+    checkpoints included. Raises CheckpointError naming the file when it is not one."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    allow_fairseq_checkpoints()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict) or "model" not in state or "cfg" not in state:
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not an MAE-AST checkpoint (needs 'cfg' and 'model', found {keys})")
+    cfg = state["cfg"]
+    if not isinstance(cfg, dict) or "model" not in cfg or "task" not in cfg:
+        raise CheckpointError(f"{path}: its 'cfg' lacks the 'model' and 'task' sections")
+    return state
+
+
+def model_config(cfg_model: dict) -> MAEASTConfig:
+    """MAEASTConfig from a checkpoint's ``cfg["model"]`` (unknown keys are ignored)."""
+    names = MAEASTConfig.__dataclass_fields__
+    return MAEASTConfig(**{k: v for k, v in dict(cfg_model).items() if k in names})
+
+
+def check_compatible(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
+    """Raise CheckpointError describing what differs between ``state_dict`` and ``model``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    lines = []
+    patch = _patch_dim(state_dict)
+    if patch is not None and patch != _patch_dim(own):
+        kt, kc = getattr(model, "kernel", ("?", "?"))
+        lines.append(f"the checkpoint was trained on patches of {patch} values, this model uses "
+                     f"{kt}x{kc} = {_patch_dim(own)} (patch vs frame model? check model.ast_kernel_size_*)")
+    layers_ckpt, layers_model = _layers(state_dict, "encoder"), _layers(own, "encoder")
+    if layers_ckpt != layers_model:
+        lines.append(f"encoder layers: checkpoint {layers_ckpt}, model {layers_model}")
+    lines += [f"shape of {k}: checkpoint {a}, model {b}" for k, a, b in shapes[:6]]
+    if missing:
+        lines.append(f"missing in checkpoint: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        lines.append(f"not in model: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    raise CheckpointError("checkpoint does not match the model:\n  - " + "\n  - ".join(lines))
+
+
+def _patch_dim(sd):
+    w = sd.get("post_extract_proj.weight")
+    return None if w is None else int(w.shape[1])
+
+
+def _layers(sd, prefix):
+    return len({k.split(".")[2] for k in sd if k.startswith(prefix + ".layers.")})
+
+
+def export(state: dict) -> dict:
+    """What s3prl's stock upstream needs and nothing else: ``cfg`` (plain dicts) and
+    ``model`` (tensors). Optimizer state and logging meters are dropped."""
+    return {"cfg": {"model": dict(state["cfg"]["model"]), "task": dict(state["cfg"]["task"])},
+            "model": {k: v for k, v in state["model"].items()}}
+
+
+_ALLOWED = False
+
+
+def allow_fairseq_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6, and what fairseq's
+    own resume path calls) read fairseq training checkpoints, whose ``extra_state`` holds
+    logging meters. Only fairseq's meter classes are added to the allowlist; without
+    fairseq installed, inert stand-ins take their place."""
+    global _ALLOWED
+    if _ALLOWED:
+        return
+    torch.serialization.add_safe_globals(_meter_globals())
+    _ALLOWED = True
+
+
+METER_CLASSES = ("AverageMeter", "SumMeter", "TimeMeter", "StopwatchMeter", "MetersDict",
+                 "ConcatTensorMeter")
+
+
+def _meter_globals():
+    try:
+        from fairseq.logging import meters
+    except ImportError:
+        return [(_inert_class(name), f"fairseq.logging.meters.{name}") for name in METER_CLASSES]
+    return [getattr(meters, name) for name in METER_CLASSES if hasattr(meters, name)]
+
+
+def _inert_class(name: str):
+    base = dict if name == "MetersDict" else object
+    return type(name, (base,), {"__setstate__": lambda self, state: self.__dict__.update(state or {})})

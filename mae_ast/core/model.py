@@ -1,0 +1,177 @@
+"""The MAE-AST model in plain torch (no fairseq, no s3prl).
+
+Spectrogram -> non-overlapping patches (tokens, time-major) -> linear projection +
+sinusoidal positions -> encoder on the kept tokens only -> decoder on all tokens, masked
+ones replaced by a learned embedding -> two linear heads on the masked tokens
+(reconstruction and classification targets are the raw normalised patches).
+
+Module and parameter names match the original release (``post_extract_proj``,
+``batch_norm``, ``encoder.layers.N.self_attn.q_proj``, ``enc_sine_pos_embed.pe``, ...),
+so ``state_dict``s interchange in both directions.
+"""
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import MAEASTConfig
+from .masking import MaskPlan, compute_mask
+from .transformer import TransformerEncoder, sinusoidal_table
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed table kept as a buffer named ``pe`` (the original's layout)."""
+
+    def __init__(self, dim: int, max_len: int):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(max_len, dim))
+
+    def forward(self, num_tokens: int) -> torch.Tensor:
+        if num_tokens > self.pe.size(1):
+            raise ValueError(
+                f"{num_tokens} tokens exceed model.max_token_length={self.pe.size(1)}; "
+                "crop the input or raise max_token_length")
+        return self.pe[:, :num_tokens]
+
+
+def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x: (B, T, C), idx: (B, K) -> (B, K, C)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+class MAEAST(nn.Module):
+    def __init__(self, cfg: MAEASTConfig, feature_dim: int = 128, mask_type: str = "random_mask"):
+        super().__init__()
+        if cfg.enc_conv_pos or cfg.dec_conv_pos:
+            raise ValueError("enc_conv_pos/dec_conv_pos are not supported; MAE-AST uses sine positions")
+        if cfg.decoder_embed_dim != cfg.encoder_embed_dim and not cfg.use_post_enc_proj:
+            raise ValueError("decoder_embed_dim != encoder_embed_dim needs model.use_post_enc_proj=true")
+        self.cfg, self.feature_dim, self.mask_type = cfg, feature_dim, mask_type
+        self.kernel = (cfg.ast_kernel_size_time, cfg.ast_kernel_size_chan)
+        self.stride = (cfg.ast_kernel_stride_time, cfg.ast_kernel_stride_chan)
+        if feature_dim < self.kernel[1]:
+            raise ValueError(f"ast_kernel_size_chan={self.kernel[1]} exceeds feature_dim={feature_dim}")
+        self.n_freq = (feature_dim - self.kernel[1]) // self.stride[1] + 1
+        patch_dim = self.kernel[0] * self.kernel[1]
+        enc_dim, dec_dim = cfg.encoder_embed_dim, cfg.decoder_embed_dim
+
+        self.batch_norm = nn.BatchNorm2d(1, affine=False)
+        self.layer_norm = nn.LayerNorm(feature_dim)  # (compatibility) in the original, never used
+        self.post_extract_proj = nn.Linear(patch_dim, enc_dim)
+        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        # (compatibility) the original writes it into masked slots that the encoder never sees
+        self.encoder_mask_emb = nn.Parameter(torch.empty(enc_dim).uniform_())
+        if cfg.enc_sine_pos:
+            self.enc_sine_pos_embed = SinusoidalPositions(enc_dim, cfg.max_token_length)
+        self.encoder = self._transformer(cfg.encoder_layers, enc_dim, cfg.encoder_layerdrop)
+        if cfg.use_post_enc_proj:
+            self.post_enc_proj = nn.Linear(enc_dim, dec_dim)
+        self.decoder_mask_emb = nn.Parameter(torch.empty(dec_dim).uniform_())
+        if cfg.dec_sine_pos:
+            self.dec_sine_pos_embed = SinusoidalPositions(dec_dim, cfg.max_token_length)
+        self.decoder = self._transformer(cfg.decoder_layers, dec_dim, cfg.decoder_layerdrop)
+        self.final_proj_reconstruction = nn.Linear(dec_dim, patch_dim)
+        self.final_proj_classification = nn.Linear(dec_dim, patch_dim)
+
+    def _transformer(self, layers, dim, layerdrop):
+        c = self.cfg
+        return TransformerEncoder(
+            layers, dim, c.encoder_ffn_embed_dim, c.encoder_attention_heads, c.dropout,
+            c.attention_dropout, c.activation_dropout, c.activation_fn, c.layer_norm_first,
+            layerdrop, c.checkpoint_activations)
+
+    # ---- tokens ---------------------------------------------------------------------------
+    def normalise(self, source: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> torch.Tensor:
+        """Non-affine BatchNorm over all (valid) bins, times 0.5, as the original. In training,
+        padding frames stay out of the batch statistics."""
+        x = source.unsqueeze(1)  # (B, 1, F, C)
+        bn = self.batch_norm
+        if not (self.training and frame_padding is not None and frame_padding.any()):
+            return bn(x) * 0.5
+        valid = (~frame_padding)[:, None, :, None].to(x.dtype)
+        count = valid.sum() * x.size(-1)
+        mean = (x * valid).sum() / count
+        var = ((x - mean).pow(2) * valid).sum() / count
+        with torch.no_grad():
+            m = bn.momentum if bn.momentum is not None else 0.1
+            bn.running_mean.mul_(1 - m).add_(m * mean.detach())
+            bn.running_var.mul_(1 - m).add_(m * var.detach() * count / (count - 1).clamp_min(1))
+            bn.num_batches_tracked.add_(1)
+        return (x - mean) / torch.sqrt(var + bn.eps) * 0.5
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, F, C) -> (B, T, kt * kc) tokens, time-major (token = t_block * n_freq + f_block)."""
+        return F.unfold(x, kernel_size=self.kernel, stride=self.stride).transpose(1, 2)
+
+    def token_padding(self, frame_padding: Optional[torch.Tensor], num_tokens: int) -> Optional[torch.Tensor]:
+        """A token whose patch reaches into padding frames is padding. None stays None."""
+        if frame_padding is None:
+            return None
+        valid_frames = (~frame_padding).sum(1, keepdim=True)
+        t_block = torch.arange(num_tokens, device=frame_padding.device) // self.n_freq
+        return t_block.unsqueeze(0) * self.stride[0] + self.kernel[0] > valid_frames
+
+    def grid(self, num_tokens: int):
+        return (num_tokens // self.n_freq, self.n_freq)
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                mask: bool = True, features_only: bool = False,
+                output_layer: Optional[int] = None, mask_plan: Optional[MaskPlan] = None,
+                **unused) -> Dict[str, torch.Tensor]:
+        """source: (B, frames, feature_dim) log-mel; padding_mask: (B, frames) bool, True on padding.
+
+        With ``mask`` (pre-training): returns the heads' outputs on masked tokens and their
+        targets. With ``features_only`` or ``mask=False``: the encoder output ``x``, every
+        layer's output ``hidden_states`` and the token ``padding_mask``.
+        """
+        patches = self.patchify(self.normalise(source, padding_mask))
+        batch, num_tokens, _ = patches.shape
+        padding = self.token_padding(padding_mask, num_tokens)
+        features = self.post_extract_proj(patches)
+        if mask:
+            features = self.dropout_input(features)
+        if self.cfg.enc_sine_pos:
+            features = features + self.enc_sine_pos_embed(num_tokens)
+
+        if not mask:
+            x, hidden = self.encoder(features, padding, output_layer)
+            return {"x": x, "padding_mask": padding, "features": features, "hidden_states": hidden}
+
+        plan = mask_plan or compute_mask(
+            self.mask_type, padding, self.cfg.random_mask_prob, self.grid(num_tokens),
+            self.cfg.mask_length, batch_size=batch, device=features.device)
+        x, hidden = self.encoder(gather_tokens(features, plan.kept_idx), plan.kept_padding, output_layer)
+        if features_only:
+            return {"x": x, "padding_mask": plan.kept_padding, "features": features,
+                    "hidden_states": hidden, "mask_plan": plan}
+        decoded = self.decode(x, plan, padding, num_tokens)
+        masked = gather_tokens(decoded, plan.masked_idx)
+        return {
+            "logit_m_list_recon": self.final_proj_reconstruction(masked),
+            "logit_m_list_class": self.final_proj_classification(masked),
+            "target_m_list": gather_tokens(patches, plan.masked_idx),
+            "target_valid": plan.masked_valid,
+            "padding_mask": padding,
+            "mask_plan": plan,
+        }
+
+    def decode(self, encoded: torch.Tensor, plan: MaskPlan, padding: Optional[torch.Tensor],
+               num_tokens: int) -> torch.Tensor:
+        """Put encoder outputs back in place, fill the rest with the mask embedding, decode."""
+        if self.cfg.use_post_enc_proj:
+            encoded = self.post_enc_proj(encoded)
+        batch = encoded.size(0)
+        mask_emb = self.decoder_mask_emb.to(encoded.dtype)
+        if plan.kept_valid is not None:
+            encoded = torch.where(plan.kept_valid.unsqueeze(-1), encoded, mask_emb)
+        full = mask_emb.expand(batch, num_tokens, -1).scatter(
+            1, plan.kept_idx.unsqueeze(-1).expand_as(encoded), encoded)
+        if self.cfg.dec_sine_pos:
+            full = full + self.dec_sine_pos_embed(num_tokens)
+        return self.decoder(full, padding)[0]
+
+    def remove_pretraining_modules(self):
+        self.final_proj_reconstruction = None
+        self.final_proj_classification = None

@@ -1,0 +1,84 @@
+"""fairseq task ``mae_ast_pretraining``: manifests in, MAEASTDataset out."""
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import MISSING
+
+from ..core.features import samples_for_frames
+from ..core.masking import MASK_TYPES
+from ..manifest import Manifest
+from .dataset import MIN_FRAMES, MAEASTDataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MAEASTPretrainingConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "folder with {split}.tsv manifests"})
+    sample_rate: int = field(default=16_000, metadata={"help": "audio is resampled to this rate"})
+    normalize: bool = field(default=False, metadata={"help": "(compatibility) waveform normalisation: must be false"})
+    enable_padding: bool = field(default=False, metadata={"help": "(compatibility) unused; see pad_audio"})
+    max_keep_size: Optional[int] = field(default=None, metadata={"help": "leave out clips longer than this (samples)"})
+    max_sample_size: Optional[int] = field(
+        default=None, metadata={"help": "crop clips to at most this many samples (a random window is decoded)"})
+    min_sample_size: Optional[int] = field(
+        default=None, metadata={"help": "leave out clips shorter than this (samples); never below one 16-frame patch"})
+    random_crop: bool = field(default=True, metadata={"help": "crop at a random offset (else from the start)"})
+    pad_audio: bool = field(default=False, metadata={"help": "pad to the longest clip in the batch instead of cropping to the shortest"})
+    feature_type: str = field(default="fbank", metadata={"help": "input features: only 'fbank' (Kaldi log-mel)"})
+    feature_rate: int = field(default=100, metadata={"help": "feature frames per second (10 ms shift)"})
+    feature_dim: int = field(default=128, metadata={"help": "mel bins"})
+    deltas: bool = field(default=False, metadata={"help": "(compatibility) delta features: must be false"})
+    mask_spans: bool = field(default=False, metadata={"help": "(compatibility) unused; see mask_type"})
+    mask_type: ChoiceEnum(list(MASK_TYPES)) = field(
+        default="random_mask",
+        metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
+                          "chunk_mask: SSAST square chunks (patch models); retain_spans: wav2vec2 spans (frame models)"})
+    max_bad_audio_fraction: float = field(
+        default=0.05, metadata={"help": "stop when more than this share of audio reads fail (after 10 failures)"})
+
+
+@register_task("mae_ast_pretraining", dataclass=MAEASTPretrainingConfig)
+class MAEASTPretrainingTask(FairseqTask):
+    cfg: MAEASTPretrainingConfig
+
+    def __init__(self, cfg: MAEASTPretrainingConfig):
+        super().__init__(cfg)
+        if cfg.feature_type != "fbank" or cfg.deltas or cfg.normalize:
+            raise ValueError(
+                "MAE-AST reads Kaldi log-mel features: set task.feature_type=fbank, task.deltas=false, "
+                f"task.normalize=false (got {cfg.feature_type}, {cfg.deltas}, {cfg.normalize})")
+
+    @classmethod
+    def setup_task(cls, cfg: MAEASTPretrainingConfig, **kwargs):
+        return cls(cfg)
+
+    def load_dataset(self, split: str, epoch=1, **kwargs):
+        min_keep = max(self.cfg.min_sample_size or 0, samples_for_frames(MIN_FRAMES, self.cfg.sample_rate))
+        manifest = Manifest.load(os.path.join(self.cfg.data, f"{split}.tsv"), min_keep, self.cfg.max_keep_size)
+        if len(manifest) == 0:
+            raise ValueError(f"{manifest.path}: no usable clips ({manifest.skipped_short} too short, "
+                             f"{manifest.skipped_long} too long)")
+        self.datasets[split] = MAEASTDataset(
+            manifest, self.cfg.sample_rate, self.cfg.feature_dim, self.cfg.max_sample_size,
+            self.cfg.pad_audio, self.cfg.random_crop, shuffle=True,
+            max_bad_audio_fraction=self.cfg.max_bad_audio_fraction, seed=getattr(self, "_seed", 1))
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+    def max_positions(self):
+        return (sys.maxsize, sys.maxsize)
+
+    def filter_indices_by_size(self, indices, *args, **kwargs):
+        return indices  # too long clips are cropped, too short ones left out at load
