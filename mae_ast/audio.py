@@ -74,6 +74,9 @@ def _av_chunks(path: str, start_seconds: float):
             container.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
         else:
             start_seconds = 0.0
+        # positions count from the stream's first sample, as a whole read does: decoders with
+        # a start offset (opus pre-skip: pts start at ~6.5 ms) must not shift windows
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         resampler = av.AudioResampler(format="fltp")
         skip = None
         try:
@@ -81,7 +84,7 @@ def _av_chunks(path: str, start_seconds: float):
                 for out in resampler.resample(frame):
                     data = out.to_ndarray()
                     if skip is None:
-                        pos = (out.pts * out.time_base) if (start_seconds and out.pts is not None) else 0
+                        pos = (float(out.pts * out.time_base) - origin) if (start_seconds and out.pts is not None) else 0
                         skip = max(0, int(round((start_seconds - float(pos)) * rate)))
                     if skip >= data.shape[1]:
                         skip -= data.shape[1]

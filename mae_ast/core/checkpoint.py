@@ -14,10 +14,10 @@ class CheckpointError(ValueError):
 
 def load(path: str) -> dict:
     """Load a checkpoint with ``weights_only=True`` (torch's safe loader), our training
-    checkpoints included. Raises CheckpointError naming the file when it is not one."""
+    checkpoints included (they hold only tensors and plain values: the criterion logs
+    floats, never objects). Raises CheckpointError naming the file when it is not one."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
-    allow_fairseq_checkpoints()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -79,34 +79,3 @@ def export(state: dict) -> dict:
     return {"cfg": {"model": dict(state["cfg"]["model"]), "task": dict(state["cfg"]["task"])},
             "model": {k: v for k, v in state["model"].items()}}
 
-
-_ALLOWED = False
-
-
-def allow_fairseq_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (the default since torch 2.6, and what fairseq's
-    own resume path calls) read fairseq training checkpoints, whose ``extra_state`` holds
-    logging meters. Only fairseq's meter classes are added to the allowlist; without
-    fairseq installed, inert stand-ins take their place."""
-    global _ALLOWED
-    if _ALLOWED:
-        return
-    torch.serialization.add_safe_globals(_meter_globals())
-    _ALLOWED = True
-
-
-METER_CLASSES = ("AverageMeter", "SumMeter", "TimeMeter", "StopwatchMeter", "MetersDict",
-                 "ConcatTensorMeter")
-
-
-def _meter_globals():
-    try:
-        from fairseq.logging import meters
-    except ImportError:
-        return [(_inert_class(name), f"fairseq.logging.meters.{name}") for name in METER_CLASSES]
-    return [getattr(meters, name) for name in METER_CLASSES if hasattr(meters, name)]
-
-
-def _inert_class(name: str):
-    base = dict if name == "MetersDict" else object
-    return type(name, (base,), {"__setstate__": lambda self, state: self.__dict__.update(state or {})})
