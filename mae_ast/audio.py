@@ -51,13 +51,14 @@ def probe(path: str) -> Tuple[int, int]:
             raise AudioReadError(path, f"soundfile cannot read it ({e})") from None
         return info.samplerate, info.frames
     rate, samples = None, 0
-    for chunk, rate in _av_chunks(path, 0):
+    for chunk, rate in _av_chunks(path):
         samples += chunk.shape[1]
     return rate, samples
 
 
-def _av_chunks(path: str, start_seconds: float):
-    """Yield (float32 (channels, n) array, sample rate) from ``start_seconds`` on; the first
+def _av_chunks(path: str, start: int = 0, sample_rate: Optional[int] = None):
+    """Yield (float32 (channels, n) array, native sample rate) from the native sample where
+    the window of ``start`` (at ``sample_rate``) begins (see ``_native_window``); the first
     chunk starts exactly there (sample accuracy where timestamps allow)."""
     import av
 
@@ -70,6 +71,9 @@ def _av_chunks(path: str, start_seconds: float):
             raise AudioReadError(path, "no audio stream")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or stream.rate
+        start_seconds = 0.0
+        if start > 0 and rate:
+            start_seconds = _native_window(rate, sample_rate or rate, start, None)[0] / rate
         if start_seconds > 0 and stream.time_base is not None:
             container.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
         else:
@@ -113,6 +117,7 @@ def read(path: str, sample_rate: int = 16000, start: int = 0, num: Optional[int]
         import torchaudio.functional as AF
 
         wav = AF.resample(wav, rate, sample_rate)
+        wav = wav[_native_window(rate, sample_rate, start, num)[2]:]
     if num is not None:
         wav = wav[:num]
     if not torch.isfinite(wav).all():
@@ -121,9 +126,19 @@ def read(path: str, sample_rate: int = 16000, start: int = 0, num: Optional[int]
 
 
 def _native_window(rate: int, sample_rate: int, start: int, num: Optional[int]):
-    first = int(math.floor(start * rate / sample_rate))
-    count = None if num is None else int(math.ceil(num * rate / sample_rate)) + 1
-    return first, count
+    """(first native sample, native samples to read or None, output samples to drop after
+    resampling). With resampling, the window starts on a sample where both rates' grids meet
+    (so the output lies on the grid of a whole-file read, not a fraction of a sample off) and
+    carries >= 5 ms of context on each side for the resampling filter."""
+    if rate == sample_rate:
+        return start, None if num is None else num + 1, 0
+    step = sample_rate // math.gcd(rate, sample_rate)  # output samples between grid meetings
+    context = sample_rate // 200
+    aligned = max(0, (start - context) // step * step)
+    first = aligned * rate // sample_rate  # exact: aligned is a multiple of step
+    drop = start - aligned
+    count = None if num is None else int(math.ceil((num + drop + context) * rate / sample_rate)) + 1
+    return first, count, drop
 
 
 def _read_soundfile(path, sample_rate, start, num):
@@ -132,7 +147,7 @@ def _read_soundfile(path, sample_rate, start, num):
     try:
         with sf.SoundFile(path) as f:
             rate = f.samplerate
-            first, count = _native_window(rate, sample_rate, start, num)
+            first, count, _ = _native_window(rate, sample_rate, start, num)
             f.seek(min(first, f.frames))
             data = f.read(-1 if count is None else count, dtype="float32", always_2d=True)
     except Exception as e:
@@ -144,17 +159,16 @@ def _read_soundfile(path, sample_rate, start, num):
 
 def _read_av(path, sample_rate, start, num):
     chunks, got, rate = [], 0, None
-    first_seconds = start / sample_rate
-    for data, rate in _av_chunks(path, first_seconds):
+    for data, rate in _av_chunks(path, start, sample_rate):
         chunks.append(data)
         got += data.shape[1]
-        _, count = _native_window(rate, sample_rate, start, num)
+        _, count, _ = _native_window(rate, sample_rate, start, num)
         if count is not None and got >= count:
             break
     if not chunks:
         raise AudioReadError(path, f"no samples at offset {start} (file shorter than expected?)")
     data = np.concatenate(chunks, axis=1)
-    _, count = _native_window(rate, sample_rate, start, num)
+    _, count, _ = _native_window(rate, sample_rate, start, num)
     if count is not None:
         data = data[:, :count]
     return data.mean(axis=0), rate

@@ -101,7 +101,7 @@ def tiny_model_overrides(patch: bool = True):
     ]
 
 
-def fairseq_train(manifests, run_dir, *overrides, timeout=600):
+def fairseq_train(manifests, run_dir, *overrides, timeout=600, check=True):
     """Run the real fairseq-hydra-train on CPU with the shipped config; returns the process."""
     cmd = [
         str(VENV_BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "config" / "pretrain"),
@@ -113,6 +113,6 @@ def fairseq_train(manifests, run_dir, *overrides, timeout=600):
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise AssertionError(f"fairseq-hydra-train failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

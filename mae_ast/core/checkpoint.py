@@ -64,6 +64,27 @@ def check_compatible(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]
     raise CheckpointError("checkpoint does not match the model:\n  - " + "\n  - ".join(lines))
 
 
+# settings that change what the weights mean without changing their shapes: a 16x16 patch
+# and a 2x128 frame both hold 256 values
+SEMANTIC_KEYS = ("ast_kernel_size_time", "ast_kernel_size_chan", "ast_kernel_stride_time",
+                 "ast_kernel_stride_chan", "encoder_attention_heads", "layer_norm_first", "activation_fn")
+
+
+def check_same_semantics(ckpt_model_cfg: dict, model_cfg) -> None:
+    """Raise CheckpointError when the checkpoint's model settings differ from the model's in
+    a way shapes cannot reveal (patch vs frame model, head count, LayerNorm placement)."""
+    diffs = [f"model.{k}: checkpoint {ckpt_model_cfg[k]}, model {getattr(model_cfg, k)}"
+             for k in SEMANTIC_KEYS
+             if k in ckpt_model_cfg and hasattr(model_cfg, k) and ckpt_model_cfg[k] != getattr(model_cfg, k)]
+    if diffs:
+        hint = ""
+        if any("kernel" in d for d in diffs):
+            ckpt_kind = f"{ckpt_model_cfg['ast_kernel_size_time']}x{ckpt_model_cfg['ast_kernel_size_chan']}"
+            model_kind = f"{model_cfg.ast_kernel_size_time}x{model_cfg.ast_kernel_size_chan}"
+            hint = f" (a {ckpt_kind} checkpoint into a {model_kind} model: patch vs frame?)"
+        raise CheckpointError("checkpoint does not match the model" + hint + ":\n  - " + "\n  - ".join(diffs))
+
+
 def _patch_dim(sd):
     w = sd.get("post_extract_proj.weight")
     return None if w is None else int(w.shape[1])

@@ -102,10 +102,11 @@ class MAEASTDataset(FairseqDataset):
         lengths = [len(s["source"]) for s in samples]
         target = min(max(lengths) if self.pad_audio else min(lengths), self.max_sample_size)
         wavs = torch.zeros(len(samples), target)
+        rng = np.random.default_rng((self.seed, self.epoch, *[s["id"] for s in samples]))
         for i, s in enumerate(samples):
             wav = s["source"]
             if len(wav) > target:
-                start = np.random.randint(0, len(wav) - target + 1) if self.random_crop else 0
+                start = int(rng.integers(0, len(wav) - target + 1)) if self.random_crop else 0
                 wav = wav[start:start + target]
             wavs[i, :len(wav)] = wav
         lengths = torch.tensor([min(n, target) for n in lengths])

@@ -2,14 +2,20 @@
 
 The fairseq model *is* the core module (subclass, not wrapper), so parameter names stay
 those of the original release."""
+import functools
+import logging
 from dataclasses import dataclass
 
+from fairseq import checkpoint_utils
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 
-from ..core.checkpoint import check_compatible
+from ..core.checkpoint import CheckpointError, check_compatible, check_same_semantics
 from ..core.config import MAEASTConfig
 from ..core.model import MAEAST
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,5 +30,34 @@ class MAEASTModel(MAEAST, BaseFairseqModel):
         return cls(cfg, task.cfg.feature_dim, task.cfg.mask_type)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        check_compatible(self, state_dict)
+        try:
+            ckpt_cfg = getattr(state_dict, "mae_ast_model_cfg", None)
+            if ckpt_cfg is not None:
+                check_same_semantics(ckpt_cfg, self.cfg)
+            check_compatible(self, state_dict)
+        except CheckpointError as e:
+            logger.error(str(e))  # fairseq's trainer replaces the exception with a generic one
+            raise
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def _remember_model_cfg(load):
+    """fairseq hands ``load_state_dict`` the *current* config only; attach the checkpoint's
+    own model config to its state dict so that a patch checkpoint restored into a frame model
+    (same weight shapes) is refused instead of silently loaded."""
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        state = load(*args, **kwargs)
+        cfg = state.get("cfg") if isinstance(state, dict) else None
+        model_cfg = cfg.get("model") if hasattr(cfg, "get") else None
+        if model_cfg is not None and model_cfg.get("_name") == "mae_ast" and "model" in state:
+            state["model"].mae_ast_model_cfg = dict(model_cfg)
+        return state
+
+    wrapper.mae_ast_wrapped = True
+    return wrapper
+
+
+if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "mae_ast_wrapped", False):
+    checkpoint_utils.load_checkpoint_to_cpu = _remember_model_cfg(checkpoint_utils.load_checkpoint_to_cpu)

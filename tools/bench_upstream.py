@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Benchmark: our s3prl upstream (s3prl_upstream/expert.py) against s3prl's stock ``mae_ast``
+upstream, on the same checkpoint and the same batch, on CPU.
+
+    .venv/bin/python tools/bench_upstream.py                     # paper-size random patch model
+    .venv/bin/python tools/bench_upstream.py --frame             # paper-size random frame model
+    .venv/bin/python tools/bench_upstream.py --ckpt checkpoint_last.pt
+
+The batch is 16 waveforms of 1 to 10 s (fixed seed). Both forwards run under
+``torch.inference_mode`` with the same number of threads; the best of ``--repeats`` runs is
+reported, and the outputs are compared on each example's valid frames.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def paper_checkpoint(path: Path, frame: bool) -> Path:
+    from mae_ast.core import MAEAST, MAEASTConfig
+
+    k = (2, 128) if frame else (16, 16)
+    cfg = MAEASTConfig(ast_kernel_size_time=k[0], ast_kernel_size_chan=k[1],
+                       ast_kernel_stride_time=k[0], ast_kernel_stride_chan=k[1],
+                       enc_sine_pos=True, dec_sine_pos=True, encoder_layerdrop=0.05)
+    torch.manual_seed(0)
+    model = MAEAST(cfg)
+    task = {"_name": "mae_ast_pretraining", "sample_rate": 16000, "feature_type": "fbank",
+            "feature_rate": 100, "feature_dim": 128, "deltas": False,
+            "mask_type": "random_mask" if frame else "chunk_mask"}
+    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(cfg)}, "task": task},
+                "model": model.state_dict()}, path)
+    return path
+
+
+def timed(fn, repeats):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", help="checkpoint to use (default: a random paper-size model)")
+    ap.add_argument("--frame", action="store_true", help="random frame model (2x128) instead of patch (16x16)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--min-s", type=float, default=1.0)
+    ap.add_argument("--max-s", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from s3prl.upstream.mae_ast.expert import UpstreamExpert as StockExpert
+    from s3prl_upstream.expert import UpstreamExpert as OurExpert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", args.frame))
+        stock, ours = StockExpert(ckpt).eval(), OurExpert(ckpt).eval()
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = (torch.rand(args.batch, generator=gen) * (args.max_s - args.min_s) + args.min_s) * 16000
+    wavs = [torch.randn(int(n), generator=gen) * 0.1 for n in lengths]
+    print(f"batch: {len(wavs)} waveforms, {min(lengths) / 16000:.1f} to {max(lengths) / 16000:.1f} s "
+          f"({sum(lengths) / 16000:.0f} s in all); threads: {torch.get_num_threads()}; "
+          f"model: {ours.model.kernel[0]}x{ours.model.kernel[1]} patches, "
+          f"{ours.model.cfg.encoder_layers} layers, dim {ours.model.cfg.encoder_embed_dim}")
+
+    with torch.inference_mode():
+        ours(wavs[:2]), stock(wavs[:2])  # warm-up
+        t_stock = t_ours = float("inf")
+        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits both alike
+            t, out_stock = timed(lambda: stock(wavs), 1)
+            t_stock = min(t_stock, t)
+            t, out_ours = timed(lambda: ours(wavs), 1)
+            t_ours = min(t_ours, t)
+
+    same = [tuple(a.shape) == tuple(b.shape)
+            for a, b in zip(out_stock["hidden_states"], out_ours["hidden_states"])]
+    print(f"stock upstream: {t_stock:.3f} s")
+    print(f"our upstream:   {t_ours:.3f} s")
+    print(f"speed-up:       {t_stock / t_ours:.2f}x")
+    print(f"hidden states: {len(out_ours['hidden_states'])} x {tuple(out_ours['hidden_states'][0].shape)}, "
+          f"same shapes as stock: {all(same) and len(same) == len(out_stock['hidden_states'])}")
+
+
+if __name__ == "__main__":
+    main()
