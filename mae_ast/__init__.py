@@ -1,11 +1,11 @@
 """MAE-AST: Masked Autoencoding Audio Spectrogram Transformer.
 
-``mae_ast.core`` is plain torch. When fairseq is installed, importing this package (which is
-what ``common.user_dir=.../mae_ast`` does) registers the fairseq task, model and criterion.
+``mae_ast.core`` is plain torch. The fairseq task, model and criterion register when fairseq
+is already imported, which is the case when fairseq loads this folder as
+``common.user_dir``; elsewhere ``import mae_ast.fairseq_plugin`` registers them. Tools and the
+s3prl upstream thus import quickly and need no fairseq.
 """
-try:
-    import fairseq  # noqa: F401
-except ImportError:  # the s3prl upstream and the core need no fairseq
-    pass
-else:
+import sys
+
+if "fairseq" in sys.modules:
     from . import fairseq_plugin  # noqa: F401

@@ -72,8 +72,9 @@ def _av_chunks(path: str, start: int = 0, sample_rate: Optional[int] = None):
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or stream.rate
         start_seconds = 0.0
-        if start > 0 and rate:
-            start_seconds = _native_window(rate, sample_rate or rate, start, None)[0] / rate
+        if start > 0:
+            start_seconds = (_native_window(rate, sample_rate or rate, start, None)[0] / rate if rate
+                             else start / (sample_rate or 1))
         if start_seconds > 0 and stream.time_base is not None:
             container.seek(int(start_seconds / stream.time_base), stream=stream, backward=True)
         else:

@@ -238,6 +238,7 @@ def test_silent_zero_and_clipped_audio_give_finite_features(tmp_path, speech16):
 
 
 # ---- a real fairseq run with a file gone ------------------------------------------------------
+@pytest.mark.slow
 def test_fairseq_run_survives_a_deleted_file(tmp_path, speech16):
     folder = tmp_path / "audio"
     rels = []

@@ -41,13 +41,11 @@ def paper_checkpoint(path: Path, frame: bool) -> Path:
     return path
 
 
-def timed(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def timed(fn):
+    """Wall-clock and CPU seconds (CPU time of all threads: steadier on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return (time.perf_counter() - wall, time.process_time() - cpu), out
 
 
 def main():
@@ -69,6 +67,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", args.frame))
         stock, ours = StockExpert(ckpt).eval(), OurExpert(ckpt).eval()
+        ours_bf16 = OurExpert(ckpt, precision="bf16").eval()
 
     gen = torch.Generator().manual_seed(0)
     lengths = (torch.rand(args.batch, generator=gen) * (args.max_s - args.min_s) + args.min_s) * 16000
@@ -79,19 +78,26 @@ def main():
           f"{ours.model.cfg.encoder_layers} layers, dim {ours.model.cfg.encoder_embed_dim}")
 
     with torch.inference_mode():
-        ours(wavs[:2]), stock(wavs[:2])  # warm-up
-        t_stock = t_ours = float("inf")
-        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits both alike
-            t, out_stock = timed(lambda: stock(wavs), 1)
-            t_stock = min(t_stock, t)
-            t, out_ours = timed(lambda: ours(wavs), 1)
-            t_ours = min(t_ours, t)
+        ours(wavs[:2]), ours_bf16(wavs[:2]), stock(wavs[:2])  # warm-up
+        best = {"stock": (float("inf"),) * 2, "ours": (float("inf"),) * 2, "ours_bf16": (float("inf"),) * 2}
+        runs = {"stock": stock, "ours": ours, "ours_bf16": ours_bf16}
+        outs = {}
+        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits all alike
+            for name, up in runs.items():
+                t, outs[name] = timed(lambda: up(wavs))
+                best[name] = tuple(min(a, b) for a, b in zip(best[name], t))
+        out_stock, out_ours = outs["stock"], outs["ours"]
 
     same = [tuple(a.shape) == tuple(b.shape)
             for a, b in zip(out_stock["hidden_states"], out_ours["hidden_states"])]
-    print(f"stock upstream: {t_stock:.3f} s")
-    print(f"our upstream:   {t_ours:.3f} s")
-    print(f"speed-up:       {t_stock / t_ours:.2f}x")
+    (ws, cs), (wo, co), (wb, cb) = best["stock"], best["ours"], best["ours_bf16"]
+    print(f"best of {args.repeats}:           wall s   CPU s")
+    print(f"stock upstream:          {ws:7.3f} {cs:7.3f}")
+    print(f"our upstream (fp32):     {wo:7.3f} {co:7.3f}   speed-up {ws / wo:.2f}x wall, {cs / co:.2f}x CPU")
+    print(f"our upstream (bf16):     {wb:7.3f} {cb:7.3f}   speed-up {ws / wb:.2f}x wall, {cs / cb:.2f}x CPU")
+    diff = max((a - b).abs().max().item() / b.abs().max().item()
+               for a, b in zip(outs["ours_bf16"]["hidden_states"], out_ours["hidden_states"]))
+    print(f"bf16 vs fp32: max |difference| / max |value| = {diff:.1e}")
     print(f"hidden states: {len(out_ours['hidden_states'])} x {tuple(out_ours['hidden_states'][0].shape)}, "
           f"same shapes as stock: {all(same) and len(same) == len(out_stock['hidden_states'])}")
 
