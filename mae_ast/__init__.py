@@ -7,5 +7,5 @@ s3prl upstream thus import quickly and need no fairseq.
 """
 import sys
 
-if "fairseq" in sys.modules:
+if sys.modules.get("fairseq") is not None:
     from . import fairseq_plugin  # noqa: F401
