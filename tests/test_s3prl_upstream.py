@@ -351,3 +351,13 @@ def test_run_downstream_speech_commands(kind, select, checkpoints, keyword_set, 
     truth = (expdir / "test_truth.txt").read_text().split("\n")
     assert len([t for t in truth if t]) == len(TEST_VOICES) * 12
     assert (expdir / "states-4.ckpt").exists()
+
+
+def test_bf16_precision_close_to_fp32(checkpoints, speech_wavs):
+    wavs = speech(speech_wavs, [SR, int(1.6 * SR)])
+    fp32, bf16 = UpstreamExpert(checkpoints["patch"]).eval(), UpstreamExpert(checkpoints["patch"], precision="bf16").eval()
+    with torch.no_grad():
+        a, b = fp32(wavs), bf16(wavs)
+    for x, y in zip(a["hidden_states"], b["hidden_states"]):
+        assert y.dtype == torch.float32 and x.shape == y.shape
+        assert (x - y).abs().max() <= 5e-2 * x.abs().max()
