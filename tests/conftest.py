@@ -40,15 +40,18 @@ def read_wav(path):
 
 
 def write_mkv_opus(wav: np.ndarray, rate: int, path: Path) -> Path:
-    """Opus in Matroska, as AudioSet ships it, written with PyAV."""
+    """Opus in Matroska, as AudioSet ships it, written with PyAV. ``wav``: (n,) mono or
+    (channels, n) with one or two channels."""
     import av
 
+    data = np.atleast_2d(wav).astype(np.float32)
+    layout = "mono" if data.shape[0] == 1 else "stereo"
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("libopus", rate=48000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(wav.astype(np.float32)[None], format="flt", layout="mono")
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
         frame.sample_rate = rate
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        resampler = av.AudioResampler(format="s16", layout=layout, rate=48000)
         for f in resampler.resample(frame) + resampler.resample(None):
             for packet in stream.encode(f):
                 out.mux(packet)

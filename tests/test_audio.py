@@ -30,22 +30,6 @@ def corr(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def write_mkv_opus_stereo(left: np.ndarray, right: np.ndarray, rate: int, path):
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libopus", rate=48000)
-        stream.layout = "stereo"
-        data = np.stack([left, right]).astype(np.float32)
-        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout="stereo")
-        frame.sample_rate = rate
-        resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
-        for f in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, speech_wavs):
     """One utterance (two sentences joined, ~7 s) in every format we read."""
@@ -204,7 +188,7 @@ def test_stereo_flac_is_downmixed(files, tmp_path):
 def test_stereo_opus_mkv_is_downmixed(files, tmp_path):
     left = files["wav22"]
     right = np.roll(left, 11025) * 0.8  # a different signal on the right
-    path = write_mkv_opus_stereo(left, right, files["rate"], tmp_path / "stereo.mkv")
+    path = write_mkv_opus(np.stack([left, right]), files["rate"], tmp_path / "stereo.mkv")
     got = audio.read(str(path)).numpy()
     assert got.ndim == 1
     mono = to16k(((left + right) / 2).astype(np.float32), files["rate"]).numpy()
