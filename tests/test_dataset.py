@@ -169,15 +169,18 @@ def test_file_broken_after_manifest_is_substituted_logged_and_counted(corpus_dir
     assert ds.collater([ds[0], ds[1]])["n_bad_audio"] == 0
 
 
-def test_a_manifest_of_mostly_broken_files_stops_with_a_clear_error(tmp_path, speech16):
+def twenty_clips(tmp_path, speech16):
+    """20 one-second-ish flac clips and their manifest: (folder, relative names, Manifest)."""
     folder = tmp_path / "audio"
     folder.mkdir()
-    rels = []
-    for i in range(20):
-        rel = f"utt{i}.flac"
+    rels = [f"utt{i}.flac" for i in range(20)]
+    for i, rel in enumerate(rels):
         sf.write(folder / rel, speech16[i % len(speech16)], 16000)
-        rels.append(rel)
-    m = write_manifest(folder, rels, tmp_path / "train.tsv")
+    return folder, rels, write_manifest(folder, rels, tmp_path / "train.tsv")
+
+
+def test_a_manifest_of_mostly_broken_files_stops_with_a_clear_error(tmp_path, speech16):
+    folder, rels, m = twenty_clips(tmp_path, speech16)
     for rel in rels[:15]:  # three in four go missing
         os.remove(folder / rel)
     ds = MAEASTDataset(m, max_sample_size=16000, max_bad_audio_fraction=0.05)
@@ -190,14 +193,7 @@ def test_a_manifest_of_mostly_broken_files_stops_with_a_clear_error(tmp_path, sp
 
 
 def test_a_few_bad_files_within_the_allowed_share_do_not_stop(tmp_path, speech16):
-    folder = tmp_path / "audio"
-    folder.mkdir()
-    rels = []
-    for i in range(20):
-        rel = f"utt{i}.flac"
-        sf.write(folder / rel, speech16[i % len(speech16)], 16000)
-        rels.append(rel)
-    m = write_manifest(folder, rels, tmp_path / "train.tsv")
+    folder, rels, m = twenty_clips(tmp_path, speech16)
     os.remove(folder / rels[7])
     ds = MAEASTDataset(m, max_sample_size=16000, max_bad_audio_fraction=0.05)
     for epoch in range(1, 4):
