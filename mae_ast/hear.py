@@ -1,0 +1,280 @@
+"""HEAR 2021 API for MAE-AST checkpoints (hear-eval-kit, ``hear-validator``).
+
+    import mae_ast.hear as hear
+    model = hear.load_model("checkpoint_last.pt")             # any MAE-AST checkpoint
+    emb, ts = hear.get_timestamp_embeddings(audio, model)     # (n, T, D), (n, T) in ms
+    scene = hear.get_scene_embeddings(audio, model)           # (n, D)
+
+``audio`` is a (n_sounds, n_samples) float tensor at 16 kHz in [-1, 1], on any device; the work
+runs where the model is (``model.to("cuda")``) and the results come back on the audio's device.
+Reads our checkpoints (patch and frame models) and the original release's, strictly; needs
+neither fairseq nor s3prl.
+
+What the embeddings are
+-----------------------
+* One timestamp embedding per token time step: every ``ast_kernel_stride_time`` fbank frames,
+  i.e. every 160 ms for 16x16 patch models and every 20 ms for 2x128 frame models. Patch
+  models concatenate the frequency patches of a time step (8 x 768 = 6144 dims for the paper's
+  models), as the s3prl upstream does. The timestamp of a token is the centre of the fbank
+  frames it covers: ``(t * stride + (kernel - 1) / 2) * 10 ms + 12.5 ms`` (a frame's 25 ms
+  window is centred 12.5 ms after its start), i.e. 87.5, 247.5, ... ms for patch models and
+  17.5, 37.5, ... ms for frame models.
+* ``layers`` (default ``"last"``): which encoder layers make the embedding. ``"last"`` is the
+  encoder output; it is what the paper evaluates with a frozen encoder on keyword spotting and
+  emotion (s3prl's ``-s last_hidden_state``); it needs no tuning and keeps the embedding at
+  one layer's width. ``"all"`` or a list of 1-based layer numbers (negative from the end,
+  -1 = last) selects several, which are averaged (``combine="mean"``, same width) or
+  concatenated (``combine="concat"``).
+* Scene embedding: the mean over time of the timestamp embeddings (all tokens count the
+  same, so a clip's embedding does not depend on what else is in the batch).
+* Clips shorter than one token (0.175 s for patch models, 0.035 s for frame models, an empty
+  clip included) are zero-padded at the end up to it, as the s3prl upstream does: they get
+  one timestamp.
+* Long clips are cut into chunks of at most ``chunk_seconds`` (aligned to tokens, each chunk
+  encoded on its own, timestamps stay global). Default: the longest crop the model saw in
+  pre-training (``task.max_sample_size``, 250000 samples = 15.6 s in the paper's config), and
+  never more tokens than the sinusoidal position table holds (``model.max_token_length``),
+  so no clip is too long and the encoder never attends over spans it was not trained on.
+
+Options reach ``load_model`` as keyword arguments, from heareval as
+``--model-options '{"layers": "all"}'``.
+"""
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from mae_ast.core import MAEAST, checkpoint
+from mae_ast.core.features import fbank, num_frames, samples_for_frames
+
+SAMPLE_RATE = 16000
+FBANK_HOP_MS = 10.0
+FBANK_WINDOW_MS = 25.0
+LayerSpec = Union[str, int, Sequence[int]]
+
+
+class MAEASTHear(nn.Module):
+    """The encoder of an MAE-AST checkpoint behind the HEAR 2021 attributes.
+
+    Attributes: ``sample_rate`` (16000), ``scene_embedding_size``, ``timestamp_embedding_size``,
+    ``hop_ms`` (timestamp spacing), ``first_timestamp_ms``, ``layers`` (1-based layer numbers
+    used), ``chunk_steps`` (most token time steps encoded at once; None: no limit).
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: MAEAST, layers: Tuple[int, ...], combine: str,
+                 chunk_steps: Optional[int], precision: str):
+        super().__init__()
+        self.model = model.eval()
+        self.layers, self.combine, self.chunk_steps, self.precision = layers, combine, chunk_steps, precision
+        kt, st = model.kernel[0], model.stride[0]
+        width = model.n_freq * model.cfg.encoder_embed_dim * (len(layers) if combine == "concat" else 1)
+        self.scene_embedding_size = self.timestamp_embedding_size = int(width)
+        self.hop_ms = st * FBANK_HOP_MS
+        self.first_timestamp_ms = (kt - 1) / 2 * FBANK_HOP_MS + FBANK_WINDOW_MS / 2
+        # fewest samples that give one token: shorter clips are zero-padded up to it
+        self.min_samples = samples_for_frames(kt, SAMPLE_RATE)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def num_steps(self, num_samples: int) -> int:
+        """Timestamps a clip of ``num_samples`` gets."""
+        kt, st = self.model.kernel[0], self.model.stride[0]
+        return (num_frames(max(num_samples, self.min_samples), SAMPLE_RATE) - kt) // st + 1
+
+    def timestamps(self, steps: int, device=None) -> torch.Tensor:
+        """(steps,) float32 milliseconds: the centre of each token's fbank frames."""
+        t = torch.arange(steps, device=device, dtype=torch.float64)
+        return (self.first_timestamp_ms + t * self.hop_ms).float()
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveforms -> (B, steps, timestamp_embedding_size) float32, on the model's device."""
+        wavs = audio.to(self.device, torch.float32)
+        if wavs.size(1) < self.min_samples:
+            wavs = nn.functional.pad(wavs, (0, self.min_samples - wavs.size(1)))
+        steps = self.num_steps(wavs.size(1))
+        if wavs.size(0) == 0:
+            return wavs.new_zeros(0, steps, self.timestamp_embedding_size)
+        feats = fbank(wavs, SAMPLE_RATE, self.model.feature_dim)  # (B, frames, mels)
+        return self._chunked(feats, steps)
+
+    def _chunked(self, feats: torch.Tensor, steps: int) -> torch.Tensor:
+        """Encode ``steps`` token time steps in chunks of at most ``chunk_steps``; the full
+        chunks of every clip go through the encoder as one batch."""
+        kt, st = self.model.kernel[0], self.model.stride[0]
+        batch = feats.size(0)
+        size = min(self.chunk_steps or steps, steps)
+        full, rest = divmod(steps, size)
+        span = (size - 1) * st + kt  # fbank frames of a full chunk
+        out = []
+        if full:
+            chunks = feats[:, :(full - 1) * size * st + span].unfold(1, span, size * st)  # (B, full, mels, span)
+            chunks = chunks.transpose(2, 3).reshape(batch * full, span, feats.size(-1))
+            out.append(self._encode(chunks).reshape(batch, full * size, -1))
+        if rest:
+            start = full * size * st
+            out.append(self._encode(feats[:, start:start + (rest - 1) * st + kt]))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    def _encode(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, frames, mels) -> (B, steps, width): the chosen layers, frequency patches of one
+        time step side by side (tokens are time-major)."""
+        n_layers = len(self.model.encoder.layers)
+        stop = max(self.layers)
+        with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            # stopping early skips layers nobody asked for
+            out = self.model(feats, None, mask=False, output_layer=None if stop == n_layers else stop)
+        picked = [out["x"] if i == n_layers else out["hidden_states"][i - 1] for i in self.layers]
+        picked = [h.float().reshape(h.size(0), -1, self.model.n_freq * h.size(-1)) for h in picked]
+        if len(picked) == 1:
+            return picked[0]
+        if self.combine == "concat":
+            return torch.cat(picked, dim=-1)
+        return torch.stack(picked).mean(0)
+
+
+def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine: str = "mean",
+               chunk_seconds: Optional[float] = None, precision: Optional[str] = None) -> MAEASTHear:
+    """Load an MAE-AST checkpoint (ours or the original release's) for the HEAR API.
+
+    Args:
+        model_file_path: the checkpoint (a fairseq training checkpoint or an exported one).
+        layers: ``"last"`` (default: the encoder output), ``"all"``, a layer number, or a list
+            of them (1-based; negative counts from the end).
+        combine: ``"mean"`` (default) or ``"concat"``, for several layers.
+        chunk_seconds: longest span encoded at once; None: ``task.max_sample_size`` of the
+            checkpoint. Always capped by the position table (``model.max_token_length``).
+        precision: ``"fp32"`` (default, or ``$MAE_AST_PRECISION``) or ``"bf16"`` (autocast:
+            about 2x faster on CPUs with AVX512-BF16 and on GPUs, ~1e-2 relative difference).
+    Returns:
+        An ``nn.Module`` in eval mode on the CPU; move it with ``.to(device)``.
+    """
+    if not model_file_path:
+        raise ValueError("mae_ast.hear.load_model needs a checkpoint: load_model('checkpoint.pt') "
+                         "(hear-validator mae_ast.hear --model checkpoint.pt)")
+    precision = precision or os.environ.get("MAE_AST_PRECISION", "fp32")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    if combine not in ("mean", "concat"):
+        raise ValueError(f"combine must be mean or concat, not {combine!r}")
+    model, cfg_task = _load_encoder(model_file_path)
+    chosen = resolve_layers(layers, len(model.encoder.layers))
+    steps = _chunk_steps(model, cfg_task, chunk_seconds)
+    return MAEASTHear(model, chosen, combine, steps, precision)
+
+
+def get_timestamp_embeddings(audio, model: MAEASTHear):
+    """HEAR timestamp embeddings.
+
+    Args:
+        audio: (n_sounds, n_samples) float tensor at 16 kHz. (Also accepted: a list of 1-D
+            clips of different lengths; then both results are lists, one entry per clip.)
+    Returns:
+        embeddings (n_sounds, n_timestamps, timestamp_embedding_size) float32 and timestamps
+        (n_sounds, n_timestamps) float32 in ms, both on the audio's device.
+    """
+    if isinstance(audio, (list, tuple)):
+        pairs = [get_timestamp_embeddings(clip.reshape(1, -1), model) for clip in audio]
+        return [e[0] for e, _ in pairs], [t[0] for _, t in pairs]
+    audio = _check_audio(audio)
+    emb = model(audio)
+    stamps = model.timestamps(emb.size(1), emb.device).expand(emb.size(0), -1)
+    return emb.to(audio.device), stamps.to(audio.device)
+
+
+def get_scene_embeddings(audio, model: MAEASTHear) -> torch.Tensor:
+    """HEAR scene embeddings: the mean over time of the timestamp embeddings.
+
+    Args:
+        audio: (n_sounds, n_samples) float tensor at 16 kHz, or a list of 1-D clips of
+            different lengths (clips of equal length are encoded together, none is padded).
+    Returns:
+        (n_sounds, scene_embedding_size) float32 on the audio's device.
+    """
+    if isinstance(audio, (list, tuple)):
+        return _scene_of_clips(list(audio), model)
+    audio = _check_audio(audio)
+    return model(audio).mean(dim=1).to(audio.device)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def resolve_layers(layers: LayerSpec, n_layers: int) -> Tuple[int, ...]:
+    """1-based layer numbers from ``"last"``, ``"all"``, an int or a list of ints."""
+    if layers == "last":
+        return (n_layers,)
+    if layers == "all":
+        return tuple(range(1, n_layers + 1))
+    error = ValueError(f"layers={layers!r}: use 'last', 'all' or layer numbers; the encoder has "
+                       f"layers 1..{n_layers} (or -1..-{n_layers})")
+    try:
+        if isinstance(layers, str):  # "3" or "1,2,-1", e.g. from a shell variable
+            layers = [int(x) for x in layers.split(",")]
+        numbers = [int(layers)] if isinstance(layers, int) else [int(i) for i in layers]
+    except (TypeError, ValueError):
+        raise error from None
+    resolved = tuple(n_layers + 1 + i if i < 0 else i for i in numbers)
+    if not resolved or any(not 1 <= i <= n_layers for i in resolved):
+        raise error
+    return resolved
+
+
+def _load_encoder(path: str):
+    """MAEAST with the checkpoint's weights (strict), eval mode, decoder and heads dropped."""
+    state = checkpoint.load(path)
+    cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
+    if cfg_task.get("feature_type", "fbank") == "wav":
+        raise checkpoint.CheckpointError(f"{path}: task.feature_type=wav is not an MAE-AST model")
+    if int(cfg_task.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE:
+        raise checkpoint.CheckpointError(f"{path}: task.sample_rate is not {SAMPLE_RATE}")
+    cfg = checkpoint.model_config(cfg_model)
+    cfg.encoder_layerdrop = 0.0  # every layer runs at inference
+    model = MAEAST(cfg, feature_dim=int(cfg_task.get("feature_dim", 128)))
+    checkpoint.check_compatible(model, state["model"])
+    model.load_state_dict(state["model"], strict=True)
+    # only the encoder makes embeddings: free the decoder and the pre-training heads
+    model.decoder = model.final_proj_reconstruction = model.final_proj_classification = None
+    model.decoder_mask_emb = None
+    if cfg.dec_sine_pos:
+        model.dec_sine_pos_embed = None
+    return model.eval(), cfg_task
+
+
+def _chunk_steps(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float]) -> Optional[int]:
+    """Most token time steps encoded at once (None: no limit)."""
+    kt, st = model.kernel[0], model.stride[0]
+    limits = []
+    samples = (chunk_seconds * SAMPLE_RATE if chunk_seconds is not None
+               else cfg_task.get("max_sample_size"))
+    if samples:
+        frames = num_frames(max(int(samples), samples_for_frames(kt)))
+        limits.append((frames - kt) // st + 1)
+    if model.cfg.enc_sine_pos:
+        limits.append(model.cfg.max_token_length // model.n_freq)
+    return max(1, min(limits)) if limits else None
+
+
+def _check_audio(audio) -> torch.Tensor:
+    if not isinstance(audio, torch.Tensor):
+        audio = torch.as_tensor(audio)
+    if audio.dim() != 2:
+        raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
+    return audio
+
+
+def _scene_of_clips(clips: List[torch.Tensor], model: MAEASTHear) -> torch.Tensor:
+    """Scene embeddings of clips of different lengths: equal lengths share one batch."""
+    if not clips:
+        return torch.zeros(0, model.scene_embedding_size)
+    clips = [torch.as_tensor(c).reshape(-1) for c in clips]
+    out = [None] * len(clips)
+    for length in sorted({c.numel() for c in clips}):
+        idx = [i for i, c in enumerate(clips) if c.numel() == length]
+        scenes = get_scene_embeddings(torch.stack([clips[i] for i in idx]), model)
+        for k, i in enumerate(idx):
+            out[i] = scenes[k]
+    return torch.stack(out)
