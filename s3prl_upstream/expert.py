@@ -37,7 +37,7 @@ try:  # inside an installed s3prl
 except ImportError:  # pragma: no cover - s3prl is what calls us
     UpstreamBase = torch.nn.Module
 
-from mae_ast.core import MAEAST, checkpoint
+from mae_ast.core import checkpoint
 from mae_ast.core.features import fbank, num_frames, samples_for_frames
 
 FBANK_HOP_SECONDS = 0.010
@@ -51,22 +51,9 @@ class UpstreamExpert(UpstreamBase):
         self.precision = precision or os.environ.get("MAE_AST_PRECISION", "fp32")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {self.precision!r}")
-        state = checkpoint.load(ckpt)
-        cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
-        if cfg_task.get("feature_type", "fbank") == "wav":
-            raise checkpoint.CheckpointError(f"{ckpt}: task.feature_type=wav is not an MAE-AST model")
-        cfg = checkpoint.model_config(cfg_model)
-        cfg.encoder_layerdrop = 0.0  # hidden_states must keep one entry per layer
+        model, cfg_task = checkpoint.load_model(ckpt, decoder=False)  # strict; decoder and heads dropped
         self.sample_rate = int(cfg_task.get("sample_rate", 16000))
         self.feature_dim = int(cfg_task.get("feature_dim", 128))
-        model = MAEAST(cfg, feature_dim=self.feature_dim, mask_type=cfg_task.get("mask_type", "random_mask"))
-        checkpoint.check_compatible(model, state["model"])
-        model.load_state_dict(state["model"], strict=True)
-        # the decoder and the pre-training heads are not used for features
-        model.decoder = model.final_proj_reconstruction = model.final_proj_classification = None
-        model.decoder_mask_emb = None
-        if cfg.dec_sine_pos:
-            model.dec_sine_pos_embed = None
         self.model = model
         self.hop = int(round(self.sample_rate * FBANK_HOP_SECONDS))
         # fewest samples that give one token

@@ -100,3 +100,30 @@ def export(state: dict) -> dict:
     return {"cfg": {"model": dict(state["cfg"]["model"]), "task": dict(state["cfg"]["task"])},
             "model": {k: v for k, v in state["model"].items()}}
 
+
+
+def load_model(path: str, decoder: bool = True):
+    """(MAEAST with the checkpoint's weights, strictly loaded; ``cfg["task"]`` as a dict).
+
+    Layerdrop is switched off (every layer runs at inference). With ``decoder=False`` the
+    decoder and the pre-training heads are dropped (what feature extraction needs). The model
+    is returned in training mode, as ``nn.Module``s are built; call ``.eval()`` for inference.
+    """
+    from .model import MAEAST  # here, not at the top: model imports nothing from this module
+
+    state = load(path)
+    cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
+    if cfg_task.get("feature_type", "fbank") == "wav":
+        raise CheckpointError(f"{path}: task.feature_type=wav is not an MAE-AST model")
+    cfg = model_config(cfg_model)
+    cfg.encoder_layerdrop = 0.0
+    model = MAEAST(cfg, feature_dim=int(cfg_task.get("feature_dim", 128)),
+                   mask_type=cfg_task.get("mask_type", "random_mask"))
+    check_compatible(model, state["model"])
+    model.load_state_dict(state["model"], strict=True)
+    if not decoder:
+        model.decoder = model.final_proj_reconstruction = model.final_proj_classification = None
+        model.decoder_mask_emb = None
+        if cfg.dec_sine_pos:
+            model.dec_sine_pos_embed = None
+    return model, cfg_task
