@@ -224,23 +224,10 @@ def resolve_layers(layers: LayerSpec, n_layers: int) -> Tuple[int, ...]:
 
 
 def _load_encoder(path: str):
-    """MAEAST with the checkpoint's weights (strict), eval mode, decoder and heads dropped."""
-    state = checkpoint.load(path)
-    cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
-    if cfg_task.get("feature_type", "fbank") == "wav":
-        raise checkpoint.CheckpointError(f"{path}: task.feature_type=wav is not an MAE-AST model")
+    """The core's strict loader without decoder and heads, eval mode; 16 kHz checkpoints only."""
+    model, cfg_task = checkpoint.load_model(path, decoder=False)
     if int(cfg_task.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE:
         raise checkpoint.CheckpointError(f"{path}: task.sample_rate is not {SAMPLE_RATE}")
-    cfg = checkpoint.model_config(cfg_model)
-    cfg.encoder_layerdrop = 0.0  # every layer runs at inference
-    model = MAEAST(cfg, feature_dim=int(cfg_task.get("feature_dim", 128)))
-    checkpoint.check_compatible(model, state["model"])
-    model.load_state_dict(state["model"], strict=True)
-    # only the encoder makes embeddings: free the decoder and the pre-training heads
-    model.decoder = model.final_proj_reconstruction = model.final_proj_classification = None
-    model.decoder_mask_emb = None
-    if cfg.dec_sine_pos:
-        model.dec_sine_pos_embed = None
     return model.eval(), cfg_task
 
 
