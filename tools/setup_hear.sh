@@ -30,7 +30,7 @@ echo "$MAIN_SITE" > "$HEAR_SITE/mae_ast_main_venv.pth"
 # tensorflow-cpu 2.17.1: hearvalidator 2021.0.2 imports tensorflow at start (any 2.x works);
 # 2.17 is the newest release whose metadata still asks for numpy<2, which this project pins
 # (2.18+ are built against numpy 2). numpy<2 for the same reason as in .venv.
-$PIP install "setuptools<81" "numpy<2" "tensorflow-cpu==2.17.1" soundfile
+$PIP install "setuptools>=65.5.1,<81" "numpy<2" "tensorflow-cpu==2.17.1" soundfile
 # hearvalidator asks for `tensorflow` (the full package): --no-deps so that pip does not pull
 # a second tensorflow beside tensorflow-cpu (both install the same `tensorflow` module).
 $PIP install --no-deps "hearvalidator==2021.0.2"
