@@ -6,6 +6,8 @@ upstream, on the same checkpoint and the same batch, on CPU.
     .venv/bin/python tools/bench_upstream.py --frame             # paper-size random frame model
     .venv/bin/python tools/bench_upstream.py --ckpt checkpoint_last.pt
 
+``tools/bench.py`` runs the same measurement (``measure``) in its full table.
+
 The batch is 16 waveforms of 1 to 10 s (fixed seed). Both forwards run under
 ``torch.inference_mode`` with the same number of threads; the best of ``--repeats`` runs is
 reported, and the outputs are compared on each example's valid frames.
@@ -48,6 +50,52 @@ def timed(fn):
     return (time.perf_counter() - wall, time.process_time() - cpu), out
 
 
+def measure(frame: bool = False, ckpt: str = None, wavs=None, batch: int = 16, min_s: float = 1.0,
+            max_s: float = 10.0, repeats: int = 3, device: str = "cpu") -> dict:
+    """Time stock vs our upstream (fp32 and bf16) on one batch; best of ``repeats``
+    interleaved runs. Returns wall and CPU seconds per upstream and the bf16 difference.
+    ``wavs``: a list of 1-D 16 kHz waveforms (default: ``batch`` noise clips of min_s..max_s)."""
+    from s3prl.upstream.mae_ast.expert import UpstreamExpert as StockExpert
+    from s3prl_upstream.expert import UpstreamExpert as OurExpert
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", frame))
+        stock, ours = StockExpert(ckpt).eval().to(device), OurExpert(ckpt).eval().to(device)
+        ours_bf16 = OurExpert(ckpt, precision="bf16").eval().to(device)
+
+    if wavs is None:
+        gen = torch.Generator().manual_seed(0)
+        lengths = (torch.rand(batch, generator=gen) * (max_s - min_s) + min_s) * 16000
+        wavs = [torch.randn(int(n), generator=gen) * 0.1 for n in lengths]
+    wavs = [w.to(device) for w in wavs]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run(up):
+        out = up(wavs)
+        sync()
+        return out
+
+    with torch.inference_mode():
+        for up in (ours, ours_bf16, stock):
+            up(wavs[:2])  # warm-up
+        runs = {"stock": stock, "ours": ours, "ours_bf16": ours_bf16}
+        best = {name: (float("inf"),) * 2 for name in runs}
+        outs = {}
+        for _ in range(repeats):  # interleaved, so that load from elsewhere hits all alike
+            for name, up in runs.items():
+                t, outs[name] = timed(lambda: run(up))
+                best[name] = tuple(min(a, b) for a, b in zip(best[name], t))
+    same = [tuple(a.shape) == tuple(b.shape)
+            for a, b in zip(outs["stock"]["hidden_states"], outs["ours"]["hidden_states"])]
+    diff = max((a.float() - b).abs().max().item() / b.abs().max().item()
+               for a, b in zip(outs["ours_bf16"]["hidden_states"], outs["ours"]["hidden_states"]))
+    seconds = sum(len(w) for w in wavs) / 16000
+    return {"best": best, "bf16_rel_diff": diff, "audio_s": seconds, "n": len(wavs),
+            "same_shapes": all(same) and len(same) == len(outs["stock"]["hidden_states"]),
+            "layers": len(outs["ours"]["hidden_states"]), "shape": tuple(outs["ours"]["hidden_states"][0].shape),
+            "model": ours.model}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help="checkpoint to use (default: a random paper-size model)")
@@ -57,49 +105,21 @@ def main():
     ap.add_argument("--max-s", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from s3prl.upstream.mae_ast.expert import UpstreamExpert as StockExpert
-    from s3prl_upstream.expert import UpstreamExpert as OurExpert
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = args.ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", args.frame))
-        stock, ours = StockExpert(ckpt).eval(), OurExpert(ckpt).eval()
-        ours_bf16 = OurExpert(ckpt, precision="bf16").eval()
-
-    gen = torch.Generator().manual_seed(0)
-    lengths = (torch.rand(args.batch, generator=gen) * (args.max_s - args.min_s) + args.min_s) * 16000
-    wavs = [torch.randn(int(n), generator=gen) * 0.1 for n in lengths]
-    print(f"batch: {len(wavs)} waveforms, {min(lengths) / 16000:.1f} to {max(lengths) / 16000:.1f} s "
-          f"({sum(lengths) / 16000:.0f} s in all); threads: {torch.get_num_threads()}; "
-          f"model: {ours.model.kernel[0]}x{ours.model.kernel[1]} patches, "
-          f"{ours.model.cfg.encoder_layers} layers, dim {ours.model.cfg.encoder_embed_dim}")
-
-    with torch.inference_mode():
-        ours(wavs[:2]), ours_bf16(wavs[:2]), stock(wavs[:2])  # warm-up
-        best = {"stock": (float("inf"),) * 2, "ours": (float("inf"),) * 2, "ours_bf16": (float("inf"),) * 2}
-        runs = {"stock": stock, "ours": ours, "ours_bf16": ours_bf16}
-        outs = {}
-        for _ in range(args.repeats):  # interleaved, so that load from elsewhere hits all alike
-            for name, up in runs.items():
-                t, outs[name] = timed(lambda: up(wavs))
-                best[name] = tuple(min(a, b) for a, b in zip(best[name], t))
-        out_stock, out_ours = outs["stock"], outs["ours"]
-
-    same = [tuple(a.shape) == tuple(b.shape)
-            for a, b in zip(out_stock["hidden_states"], out_ours["hidden_states"])]
-    (ws, cs), (wo, co), (wb, cb) = best["stock"], best["ours"], best["ours_bf16"]
+    r = measure(args.frame, args.ckpt, None, args.batch, args.min_s, args.max_s, args.repeats, args.device)
+    m = r["model"]
+    print(f"batch: {r['n']} waveforms ({r['audio_s']:.0f} s in all); threads: {torch.get_num_threads()}; "
+          f"model: {m.kernel[0]}x{m.kernel[1]} patches, {m.cfg.encoder_layers} layers, dim {m.cfg.encoder_embed_dim}")
+    (ws, cs), (wo, co), (wb, cb) = r["best"]["stock"], r["best"]["ours"], r["best"]["ours_bf16"]
     print(f"best of {args.repeats}:           wall s   CPU s")
     print(f"stock upstream:          {ws:7.3f} {cs:7.3f}")
     print(f"our upstream (fp32):     {wo:7.3f} {co:7.3f}   speed-up {ws / wo:.2f}x wall, {cs / co:.2f}x CPU")
     print(f"our upstream (bf16):     {wb:7.3f} {cb:7.3f}   speed-up {ws / wb:.2f}x wall, {cs / cb:.2f}x CPU")
-    diff = max((a - b).abs().max().item() / b.abs().max().item()
-               for a, b in zip(outs["ours_bf16"]["hidden_states"], out_ours["hidden_states"]))
-    print(f"bf16 vs fp32: max |difference| / max |value| = {diff:.1e}")
-    print(f"hidden states: {len(out_ours['hidden_states'])} x {tuple(out_ours['hidden_states'][0].shape)}, "
-          f"same shapes as stock: {all(same) and len(same) == len(out_stock['hidden_states'])}")
+    print(f"bf16 vs fp32: max |difference| / max |value| = {r['bf16_rel_diff']:.1e}")
+    print(f"hidden states: {r['layers']} x {r['shape']}, same shapes as stock: {r['same_shapes']}")
 
 
 if __name__ == "__main__":

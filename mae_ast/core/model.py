@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .config import MAEASTConfig
 from .masking import MaskPlan, compute_mask
-from .transformer import TransformerEncoder, sinusoidal_table
+from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
 
 
 class SinusoidalPositions(nn.Module):
@@ -33,11 +33,6 @@ class SinusoidalPositions(nn.Module):
                 f"{num_tokens} tokens exceed model.max_token_length={self.pe.size(1)}; "
                 "crop the input or raise max_token_length")
         return self.pe[:, :num_tokens]
-
-
-def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, C), idx: (B, K) -> (B, K, C)."""
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
 class MAEAST(nn.Module):
@@ -59,7 +54,7 @@ class MAEAST(nn.Module):
         self.batch_norm = nn.BatchNorm2d(1, affine=False)
         self.layer_norm = nn.LayerNorm(feature_dim)  # (compatibility) in the original, never used
         self.post_extract_proj = nn.Linear(patch_dim, enc_dim)
-        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.dropout_input = Dropout(cfg.dropout_input)
         # (compatibility) the original writes it into masked slots that the encoder never sees
         self.encoder_mask_emb = nn.Parameter(torch.empty(enc_dim).uniform_())
         if cfg.enc_sine_pos:
@@ -146,8 +141,7 @@ class MAEAST(nn.Module):
         if features_only:
             return {"x": x, "padding_mask": plan.kept_padding, "features": features,
                     "hidden_states": hidden, "mask_plan": plan}
-        decoded = self.decode(x, plan, padding, num_tokens)
-        masked = gather_tokens(decoded, plan.masked_idx)
+        masked = self.decode(x, plan, padding, num_tokens, only_masked=True)
         return {
             "logit_m_list_recon": self.final_proj_reconstruction(masked),
             "logit_m_list_class": self.final_proj_classification(masked),
@@ -158,8 +152,10 @@ class MAEAST(nn.Module):
         }
 
     def decode(self, encoded: torch.Tensor, plan: MaskPlan, padding: Optional[torch.Tensor],
-               num_tokens: int) -> torch.Tensor:
-        """Put encoder outputs back in place, fill the rest with the mask embedding, decode."""
+               num_tokens: int, only_masked: bool = False) -> torch.Tensor:
+        """Put encoder outputs back in place, fill the rest with the mask embedding, decode.
+        Returns (B, T, C), or with ``only_masked`` the (B, M, C) outputs at ``plan.masked_idx``
+        (the last layer then computes queries, FFN and norms for those tokens only)."""
         if self.cfg.use_post_enc_proj:
             encoded = self.post_enc_proj(encoded)
         batch = encoded.size(0)
@@ -170,7 +166,7 @@ class MAEAST(nn.Module):
             1, plan.kept_idx.unsqueeze(-1).expand_as(encoded), encoded)
         if self.cfg.dec_sine_pos:
             full = full + self.dec_sine_pos_embed(num_tokens)
-        return self.decoder(full, padding)[0]
+        return self.decoder(full, padding, query_idx=plan.masked_idx if only_masked else None)[0]
 
     def remove_pretraining_modules(self):
         self.final_proj_reconstruction = None

@@ -23,7 +23,71 @@ ACTIVATIONS = {
 }
 
 
+_INT64_MIN = torch.iinfo(torch.int64).min
+
+
+def drop_mask(shape, p: float, device) -> torch.Tensor:
+    """Bool mask, True (dropped) with probability ``p`` (rounded to a multiple of 2^-16).
+
+    Draws 64 random bits per four elements (torch's CPU generator, so ``torch.manual_seed``
+    still makes runs reproducible): about 5x fewer generator calls than ``bernoulli_``,
+    whose serial Mersenne twister is the slowest part of dropout on a CPU."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(_INT64_MIN, None)
+    threshold = int(round(p * 65536)) - 32768
+    return bits.view(torch.int16)[:n].view(shape) < threshold
+
+
+class _CPUDropout(torch.autograd.Function):
+    """Zeroes dropped elements; the 1 / (1 - p) scale is left to the caller, who folds it
+    into a cheaper place (a residual add's ``alpha``, the small attention output)."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        drop = drop_mask(x.shape, p, x.device)
+        ctx.save_for_backward(drop)
+        return x.masked_fill(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (drop,) = ctx.saved_tensors
+        return grad.masked_fill(drop, 0.0), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout`` with a faster mask on CPU (same distribution up to p's rounding to 2^-16);
+    ``F.dropout`` elsewhere (fused on GPU)."""
+    if not training or p <= 0.0:
+        return x
+    if p >= 1.0 or x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return _CPUDropout.apply(x, p).mul_(1.0 / (1.0 - p))
+
+
+def add_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``residual + dropout(x)``, the scale folded into the add on CPU."""
+    if not training or p <= 0.0:
+        return residual + x
+    if p >= 1.0 or x.device.type != "cpu":
+        return residual + F.dropout(x, p, True)
+    return torch.add(residual, _CPUDropout.apply(x, p), alpha=1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same name, no parameters) through :func:`dropout`."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
 class SelfAttention(nn.Module):
+    """Multi-head self-attention with fairseq's parameter names (``q_proj``, ``k_proj``,
+    ``v_proj``, ``out_proj``). The three input projections run as one matrix product on the
+    concatenated weights. Attention goes through ``scaled_dot_product_attention``, except
+    when training on a CPU with attention dropout: there torch's SDPA has no fused kernel
+    and falls back to plain math with slow dropout, so the same math runs here with
+    :func:`dropout`."""
+
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
         if dim % heads:
@@ -31,17 +95,44 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, attend: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (B, T, C); attend: (B, 1, 1, T) bool, True where a key may be attended."""
+    def forward(self, x: torch.Tensor, attend: Optional[torch.Tensor],
+                query_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, C); attend: (B, 1, 1, T) bool, True where a key may be attended.
+        query_idx: (B, M) to compute the output at those positions only: (B, M, C)."""
         b, t, c = x.shape
-        q, k, v = (
-            proj(x).view(b, t, self.heads, c // self.heads).transpose(1, 2)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attend, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out_proj(y.transpose(1, 2).reshape(b, t, c))
+        h = self.heads
+        if query_idx is None:
+            qkv = F.linear(x, torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+                           torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+            q, k, v = qkv.view(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            kv = F.linear(x, torch.cat([self.k_proj.weight, self.v_proj.weight]),
+                          torch.cat([self.k_proj.bias, self.v_proj.bias]))
+            k, v = kv.view(b, t, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+            q = self.q_proj(gather_tokens(x, query_idx)).view(b, -1, h, c // h).transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        if p > 0.0 and x.device.type == "cpu":
+            y = _attention_math(q, k, v, attend, p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
+        return self.out_proj(y.transpose(1, 2).reshape(b, -1, c))
+
+
+def _attention_math(q, k, v, attend, p):
+    """softmax(q k^T / sqrt(d)) v with dropout on the weights, as SDPA's math path; dropout's
+    1 / (1 - p) scale goes on v, T / head_dim times smaller than the weights."""
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-1, -2))
+    if attend is not None:
+        scores = scores.masked_fill(~attend, float("-inf"))
+    weights = scores.softmax(-1)
+    if p > 0.0:
+        return torch.matmul(_CPUDropout.apply(weights, p), v * (1.0 / (1.0 - p)))
+    return torch.matmul(weights, v)
+
+
+def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x: (B, T, C), idx: (B, K) -> (B, K, C)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
 class TransformerLayer(nn.Module):
@@ -55,18 +146,25 @@ class TransformerLayer(nn.Module):
         self.fc1, self.fc2 = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim)
         self.activation = ACTIVATIONS[activation_fn]
-        self.dropout, self.activation_dropout = nn.Dropout(dropout), nn.Dropout(activation_dropout)
+        self.dropout, self.activation_dropout = Dropout(dropout), Dropout(activation_dropout)
         self.layer_norm_first = layer_norm_first
 
-    def _feed_forward(self, x):
-        return self.dropout(self.fc2(self.activation_dropout(self.activation(self.fc1(x)))))
+    def _ffn(self, x):
+        return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
 
-    def forward(self, x, attend):
+    def _feed_forward(self, x):
+        return self.dropout(self._ffn(x))
+
+    def forward(self, x, attend, query_idx: Optional[torch.Tensor] = None):
+        """With ``query_idx`` (B, M): the layer's output at those positions only, (B, M, C)
+        (keys and values still come from every position)."""
+        residual = x if query_idx is None else gather_tokens(x, query_idx)
+        p, training = self.dropout.p, self.training
         if self.layer_norm_first:
-            x = x + self.dropout(self.self_attn(self.self_attn_layer_norm(x), attend))
-            return x + self._feed_forward(self.final_layer_norm(x))
-        x = self.self_attn_layer_norm(x + self.dropout(self.self_attn(x, attend)))
-        return self.final_layer_norm(x + self._feed_forward(x))
+            x = add_dropout(residual, self.self_attn(self.self_attn_layer_norm(x), attend, query_idx), p, training)
+            return add_dropout(x, self._ffn(self.final_layer_norm(x)), p, training)
+        x = self.self_attn_layer_norm(add_dropout(residual, self.self_attn(x, attend, query_idx), p, training))
+        return self.final_layer_norm(add_dropout(x, self._ffn(x), p, training))
 
 
 class TransformerEncoder(nn.Module):
@@ -85,16 +183,19 @@ class TransformerEncoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(dim)
         self.layer_norm_first, self.layerdrop = layer_norm_first, layerdrop
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.apply(init_bert_params)
 
     def forward(self, x: torch.Tensor, padding: Optional[torch.Tensor] = None,
-                last_layer: Optional[int] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                last_layer: Optional[int] = None, query_idx: Optional[torch.Tensor] = None,
+                ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """x: (B, T, C); padding: (B, T) bool, True on padding.
 
         Returns the output and the list of every layer's output (B, T, C). With
         ``last_layer`` = n, stops after n layers and returns that layer's output (no final
-        LayerNorm)."""
+        LayerNorm). With ``query_idx`` (B, M), the last layer computes (and the output and
+        last hidden state hold) only those positions: the same values as gathering them
+        from the full output, for less work."""
         attend = None if padding is None or not padding.any() else (~padding)[:, None, None, :]
         if not self.layer_norm_first:
             x = self.layer_norm(x)
@@ -106,13 +207,18 @@ class TransformerEncoder(nn.Module):
             keep = torch.rand(len(layers)).ge(self.layerdrop).tolist()
         else:
             keep = [True] * len(layers)
-        for layer, kept in zip(layers, keep):
-            if kept and self.checkpoint_activations and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, attend, use_reentrant=False)
-                hidden_states.append(x)
-            elif kept:
-                x = layer(x, attend)
-                hidden_states.append(x)
+        last_kept = max((i for i, kept in enumerate(keep) if kept), default=-1)
+        if query_idx is not None and last_kept < 0:
+            x = gather_tokens(x, query_idx)
+        for i, (layer, kept) in enumerate(zip(layers, keep)):
+            if not kept:
+                continue
+            q_idx = query_idx if i == last_kept else None
+            if self.checkpoint_activations and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, attend, q_idx, use_reentrant=False)
+            else:
+                x = layer(x, attend, q_idx)
+            hidden_states.append(x)
         if self.layer_norm_first and last_layer is None:
             x = self.layer_norm(x)
         return x, hidden_states

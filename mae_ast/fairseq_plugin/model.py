@@ -4,10 +4,12 @@ The fairseq model *is* the core module (subclass, not wrapper), so parameter nam
 those of the original release."""
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from fairseq import checkpoint_utils
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 
 from ..core.checkpoint import CheckpointError, check_compatible, check_same_semantics
@@ -18,9 +20,17 @@ from ..core.model import MAEAST
 logger = logging.getLogger(__name__)
 
 
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class MAEASTModelConfig(FairseqDataclass, MAEASTConfig):
-    pass
+    autocast_dtype: ChoiceEnum(list(AUTOCAST_DTYPES)) = field(
+        default="none",
+        metadata={"help": "run the model's forward under torch.autocast in this dtype (bf16 on CPU or "
+                          "GPU, fp16 on GPU) with fp32 weights; the loss stays fp32. Alternatives: "
+                          "common.bf16=true (bf16 weights and activations, fp32 master weights: fastest "
+                          "on CPU) and common.fp16=true or common.amp=true (GPU)"})
 
 
 @register_model("mae_ast", dataclass=MAEASTModelConfig)
@@ -28,6 +38,14 @@ class MAEASTModel(MAEAST, BaseFairseqModel):
     @classmethod
     def build_model(cls, cfg: MAEASTModelConfig, task):
         return cls(cfg, task.cfg.feature_dim, task.cfg.mask_type)
+
+    def forward(self, *args, **kwargs):
+        dtype = AUTOCAST_DTYPES[str(getattr(self.cfg, "autocast_dtype", "none"))]
+        if dtype is None:
+            return super().forward(*args, **kwargs)
+        device = self.post_extract_proj.weight.device.type
+        with torch.autocast(device, dtype=dtype):
+            return super().forward(*args, **kwargs)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         try:

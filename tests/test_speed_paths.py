@@ -1,0 +1,216 @@
+"""The fast paths give the plain paths' results: fused QKV projection, the decoder's last
+layer on masked tokens only, CPU attention math and dropout, bf16 training. No timing here
+(tools/bench.py measures speed)."""
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mae_ast.core import MAEAST, MaskPlan, mae_ast_loss
+from mae_ast.core.transformer import (TransformerEncoder, _attention_math, add_dropout, dropout,
+                                      drop_mask, gather_tokens)
+from test_core import FRAME, PATCH, stock_model, tiny_cfg
+
+
+def plain_attention(attn, x, attend):
+    """Reference: separate q/k/v projections and SDPA, as before the fused path."""
+    b, t, c = x.shape
+    h = attn.heads
+    q, k, v = (proj(x).view(b, t, h, c // h).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+    return attn.out_proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_attention_and_query_subset_match_plain(padded):
+    torch.manual_seed(0)
+    enc = TransformerEncoder(2, 32, 64, 4, dropout=0.0, attention_dropout=0.0).eval()
+    x = torch.randn(3, 20, 32)
+    padding = None
+    if padded:
+        padding = torch.zeros(3, 20, dtype=torch.bool)
+        padding[1, 12:] = True
+    attend = None if padding is None else (~padding)[:, None, None, :]
+    layer = enc.layers[0]
+    torch.testing.assert_close(layer.self_attn(x, attend), plain_attention(layer.self_attn, x, attend))
+    full, hidden = enc(x, padding)
+    idx = torch.stack([torch.randperm(12)[:7] for _ in range(3)])
+    part, part_hidden = enc(x, padding, query_idx=idx)
+    torch.testing.assert_close(part, gather_tokens(full, idx), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(part_hidden[0], hidden[0])
+    assert part.shape == (3, 7, 32)
+
+
+def test_query_subset_with_pre_ln_and_layerdrop():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(3, 32, 64, 4, dropout=0.0, attention_dropout=0.0, layer_norm_first=True,
+                             layerdrop=0.5)
+    x, idx = torch.randn(2, 10, 32), torch.randint(0, 10, (2, 4))
+    for seed in range(6):  # some draws drop the last layer(s), some every layer
+        enc.train()
+        torch.manual_seed(seed)
+        full = enc(x)[0]
+        torch.manual_seed(seed)
+        part = enc(x, query_idx=idx)[0]
+        torch.testing.assert_close(part, gather_tokens(full, idx), atol=1e-6, rtol=1e-5)
+
+
+def test_attention_math_matches_sdpa():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
+    attend = torch.rand(2, 1, 1, 9) > 0.3
+    attend[..., 0] = True
+    torch.testing.assert_close(_attention_math(q, k, v, attend, 0.0),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=attend))
+
+
+def test_attention_and_residual_dropout_equal_plain_dropout_with_the_same_mask():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
+    torch.manual_seed(1)
+    got = _attention_math(q, k, v, None, 0.2)
+    torch.manual_seed(1)
+    drop = drop_mask((2, 4, 9, 9), 0.2, "cpu")
+    weights = (q @ k.transpose(-1, -2) / 8 ** 0.5).softmax(-1)
+    torch.testing.assert_close(got, weights.masked_fill(drop, 0) / 0.8 @ v)
+    residual, x = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    torch.manual_seed(2)
+    got = add_dropout(residual, x, 0.3, True)
+    torch.manual_seed(2)
+    torch.testing.assert_close(got, residual + x.masked_fill(drop_mask((2, 5, 8), 0.3, "cpu"), 0) / 0.7)
+    assert torch.equal(add_dropout(residual, x, 0.3, False), residual + x)
+
+
+def test_cpu_dropout_distribution_gradient_and_seed():
+    x = torch.randn(200, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.1, True)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.1) < 0.005
+    torch.testing.assert_close(y[~dropped], x[~dropped] / 0.9)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (~dropped).float() / 0.9)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, True), y), "torch.manual_seed makes dropout reproducible"
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    assert drop_mask((7, 3), 0.5, "cpu").shape == (7, 3)  # sizes not a multiple of 4
+
+
+@pytest.mark.parametrize("kernel", [PATCH, FRAME], ids=["patch", "frame"])
+def test_training_step_gradients_match_original(kernel):
+    """Training mode (dropout off so both are deterministic), same weights and mask: the loss
+    and every parameter's gradient equal the original model's."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(kernel, dropout=0.0, attention_dropout=0.0)
+    stock, ours = stock_model(cfg).train(), MAEAST(cfg).train()
+    ours.load_state_dict(stock.state_dict())
+    source = torch.randn(2, 96, 128)
+    tokens = ours.grid((96 // kernel["ast_kernel_size_time"]) * ours.n_freq)
+    tokens = tokens[0] * tokens[1]
+    keep = int(0.25 * tokens)
+    random.seed(5)
+    order = list(range(tokens))
+    random.shuffle(order)
+    random.seed(5)
+    ref = stock(source, padding_mask=torch.zeros(2, 96, dtype=torch.bool), mask=True)
+    dots = ref["logit_m_list_class"] @ ref["target_m_list"].transpose(-1, -2)
+    ref_loss = (10 * F.mse_loss(ref["logit_m_list_recon"], ref["target_m_list"])
+                - torch.diagonal(dots.log_softmax(-1), dim1=-2, dim2=-1).mean())
+    ref_loss.backward()
+    plan = MaskPlan(torch.tensor(order[:keep]).expand(2, -1), torch.tensor(sorted(order[keep:])).expand(2, -1))
+    out = ours(source, mask=True, mask_plan=plan)
+    loss = mae_ast_loss(out["logit_m_list_recon"], out["logit_m_list_class"], out["target_m_list"])["loss"]
+    loss.backward()
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    theirs = dict(stock.named_parameters())
+    for name, p in ours.named_parameters():
+        # parameters that never reach the loss have no gradient here and zero or none there
+        mine = p.grad if p.grad is not None else torch.zeros_like(p)
+        ref = theirs[name].grad if theirs[name].grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_only_masked_decode_matches_full_decode():
+    torch.manual_seed(0)
+    model = MAEAST(tiny_cfg(), mask_type="chunk_mask").eval()
+    source = torch.randn(2, 160, 128)
+    out = model(source)
+    plan = out["mask_plan"]
+    enc = model(source, mask_plan=plan, features_only=True)["x"]
+    full = model.decode(enc, plan, None, 10 * 8)
+    torch.testing.assert_close(model.final_proj_reconstruction(gather_tokens(full, plan.masked_idx)),
+                               out["logit_m_list_recon"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["autocast", "pure"])
+def test_bf16_step_close_to_fp32(mode):
+    torch.manual_seed(0)
+    model = MAEAST(tiny_cfg(dropout=0.0, attention_dropout=0.0), mask_type="random_mask")
+    source = torch.randn(2, 160, 128)
+    plan = model(source)["mask_plan"]
+
+    def loss_and_grad(m, src, autocast):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = m(src, mask_plan=plan)
+        loss = mae_ast_loss(out["logit_m_list_recon"], out["logit_m_list_class"], out["target_m_list"])["loss"]
+        loss.backward()
+        return loss.float(), m.post_extract_proj.weight.grad.float()
+
+    ref_loss, ref_grad = loss_and_grad(model, source, False)
+    if mode == "pure":  # what fairseq's common.bf16=true runs
+        loss, grad = loss_and_grad(model.to(torch.bfloat16), source.bfloat16(), False)
+    else:
+        loss, grad = loss_and_grad(model, source, True)
+    assert abs(loss - ref_loss) < 0.03 * ref_loss
+    assert (grad - ref_grad).norm() < 0.1 * ref_grad.norm()
+
+
+def test_fairseq_autocast_dtype_config():
+    pytest.importorskip("fairseq")
+    from mae_ast.fairseq_plugin.model import MAEASTModel, MAEASTModelConfig
+
+    torch.manual_seed(0)
+    base = dataclasses.asdict(tiny_cfg(dropout=0.0, attention_dropout=0.0))
+    plain = MAEASTModel(MAEASTModelConfig(**base), 128, "random_mask")
+    fast = MAEASTModel(MAEASTModelConfig(**base, autocast_dtype="bf16"), 128, "random_mask")
+    fast.load_state_dict(plain.state_dict())
+    source = torch.randn(2, 160, 128)
+    plan = plain(source)["mask_plan"]
+    a, b = plain(source, mask_plan=plan), fast(source, mask_plan=plan)
+    assert a["logit_m_list_recon"].dtype == torch.float32 and b["logit_m_list_recon"].dtype == torch.bfloat16
+    torch.testing.assert_close(b["logit_m_list_recon"].float(), a["logit_m_list_recon"], atol=0.05, rtol=0.05)
+    assert fast.post_extract_proj.weight.dtype == torch.float32
+
+
+def _train_losses(run_dir):
+    losses = []
+    for line in (run_dir / "hydra_train.log").read_text().splitlines():
+        if "train_inner" in line and '"loss"' in line:
+            losses.append(float(json.loads(line[line.index("{"):])["loss"]))
+    return losses
+
+
+def test_fairseq_bf16_training_follows_fp32(corpus, tmp_path):
+    """A short tiny CPU run with fairseq's common.bf16=true (bf16 weights and activations,
+    fp32 master weights) and one with model.autocast_dtype=bf16: their smoothed loss curves
+    stay within 2 % of fp32's (200 steps: within 0.1 %, README)."""
+    from conftest import fairseq_train, tiny_model_overrides
+
+    steps = 60
+    common = [*tiny_model_overrides(True), f"optimization.max_update={steps}", "task.mask_type=chunk_mask",
+              "lr_scheduler.warmup_updates=10", "optimization.lr=[0.0005]", "checkpoint.no_save=true"]
+    curves = {}
+    for name, extra in [("fp32", []), ("bf16", ["common.bf16=true"]), ("autocast", ["model.autocast_dtype=bf16"])]:
+        fairseq_train(corpus["manifests"], tmp_path / name, *common, *extra)
+        curves[name] = torch.tensor(_train_losses(tmp_path / name))
+        assert len(curves[name]) == steps, name
+    smooth = lambda c: F.avg_pool1d(c.view(1, 1, -1), 10, 1).flatten()  # noqa: E731
+    ref = smooth(curves["fp32"])
+    assert ref[-1] < 0.8 * ref[0], "the run must learn for the comparison to mean something"
+    for name in ("bf16", "autocast"):
+        rel = (smooth(curves[name]) - ref).abs() / ref
+        assert rel.max() < 0.02, (name, rel.max().item())

@@ -1,0 +1,365 @@
+#!/usr/bin/env python
+"""MAE-AST speed, side by side in one run: our implementation against the original model (the
+copy inside s3prl), the machine's own matmul peak, the data loader and the s3prl upstream.
+
+    .venv/bin/python tools/bench.py                    # CPU, patch and frame models (~5-10 min on 2 cores)
+    .venv/bin/python tools/bench.py --quick            # smoke test (~1-2 min)
+    .venv/bin/python tools/bench.py --device cuda      # on a GPU: adds fp16, peak in bf16/fp16
+
+Sections:
+
+* step: one pre-training step (forward, loss, backward) of the paper-size model (12 + 2
+  layers, 768 dim; patch 16x16 with chunk masking, frame 2x128 with random masking; 75 %
+  masked; dropouts as the paper, LayerDrop off so every step does the same work) on the same
+  batch of real speech (espeak-ng, ``--clip-s`` seconds each). The original runs its own
+  masking code, we run ours; both keep the same number of tokens. Precisions:
+  ``fp32``; ``bf16-autocast`` (``torch.autocast``, fp32 weights: our ``model.autocast_dtype``);
+  ``bf16-pure`` (weights and activations in bf16, what fairseq's ``common.bf16=true`` does;
+  fp32 master weights live in the optimizer, outside the step); on GPU also ``fp16-autocast``
+  and ``fp16-pure`` (``common.fp16=true``). Median of ``--steps`` steps after warm-up, the
+  configurations interleaved so that load from elsewhere hits them alike.
+* MFU: the step's model FLOPs, counted analytically (every matmul of projections, attention
+  and FFN, encoder on the kept tokens, decoder on all tokens, heads and InfoNCE on the masked
+  ones; backward = 2 x forward), divided by the median step time and by the peak FLOP/s of a
+  large matmul at the same precision, measured in the same run.
+* data: clips per second of one loader worker (1 thread): decode a window of a clip and
+  compute its fbank, for flac and for opus in mkv (AudioSet's format; 48 kHz, resampled).
+* upstream: s3prl feature extraction, ours (fp32, bf16) vs s3prl's stock ``mae_ast``
+  (``tools/bench_upstream.py``'s measurement, on the same speech clips).
+"""
+import argparse
+import copy
+import dataclasses
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+TEXT = ("Masked autoencoders learn useful audio representations from spectrograms. "
+        "The quick brown fox jumps over the lazy dog near the river bank, and six spoons of "
+        "fresh snow peas wait on the table. Please call Stella and ask her to bring these things "
+        "with her from the store: five thick slabs of blue cheese, and maybe a snack for her "
+        "brother Bob. Wednesday at the train station the weather was cold and windy. ")
+VOICES = ["en", "en-us", "en+f3", "de", "fr", "es", "en-gb", "en+m3"]
+KERNELS = {"patch": ((16, 16), "chunk_mask"), "frame": ((2, 128), "random_mask")}
+
+
+# ---- real audio ------------------------------------------------------------------------------
+def speech_clips(folder: Path, n: int, seconds: float):
+    """``n`` clips of espeak-ng speech, 16 kHz mono float32, ``seconds`` long each."""
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    clips = []
+    for i in range(n):
+        wav_path = folder / f"speech{i}.wav"
+        subprocess.run(["espeak-ng", "-v", VOICES[i % len(VOICES)], "-s", str(150 + 10 * i), "-w",
+                        str(wav_path), TEXT * 3], check=True, capture_output=True)
+        wav, rate = sf.read(str(wav_path), dtype="float32")
+        wav = AF.resample(torch.from_numpy(wav), rate, 16000)
+        want = int(seconds * 16000)
+        wav = wav.repeat(math.ceil(want / len(wav)))[:want]
+        clips.append(wav)
+    return clips
+
+
+def write_mkv_opus(wav: np.ndarray, rate: int, path: Path):
+    """Mono opus in Matroska (AudioSet's format), 48 kHz, with PyAV."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wav[None].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+# ---- models ----------------------------------------------------------------------------------
+def paper_cfg(kind: str):
+    from mae_ast.core import MAEASTConfig
+
+    (kt, kc), _ = KERNELS[kind]
+    # the paper's configuration (config/pretrain/mae_ast.yaml), LayerDrop off: equal work per step
+    return MAEASTConfig(ast_kernel_size_time=kt, ast_kernel_size_chan=kc, ast_kernel_stride_time=kt,
+                        ast_kernel_stride_chan=kc, enc_sine_pos=True, dec_sine_pos=True,
+                        dropout_input=0.1, max_token_length=48000)
+
+
+def build_models(kind: str, device):
+    from s3prl.upstream.mae_ast.mae_ast import MAE_AST
+
+    from mae_ast.core import MAEAST
+
+    cfg = paper_cfg(kind)
+    mask_type = KERNELS[kind][1]
+    torch.manual_seed(0)
+    ours = MAEAST(cfg, mask_type=mask_type)
+    task = SimpleNamespace(feature_dim=128, mask_type=mask_type, feature_type="fbank")
+    orig = MAE_AST(SimpleNamespace(**dataclasses.asdict(cfg)), task)
+    orig.load_state_dict(ours.state_dict(), strict=True)
+    return ours.to(device).train(), orig.to(device).train()
+
+
+def original_loss(out, reconstruction_weight=10.0, classification_weight=1.0):
+    """The original criterion's formula (MSE + InfoNCE over each example's masked tokens)."""
+    recon, logits, target = (out[k].float() for k in ("logit_m_list_recon", "logit_m_list_class", "target_m_list"))
+    dots = logits @ target.transpose(-1, -2)
+    nce = -torch.diagonal(dots.log_softmax(-1), dim1=-2, dim2=-1).mean()
+    return reconstruction_weight * torch.nn.functional.mse_loss(recon, target) + classification_weight * nce
+
+
+def make_step(impl: str, model, source, precision: str, device):
+    """A closure running one step; ``precision`` is fp32, {bf16,fp16}-autocast or {bf16,fp16}-pure."""
+    from mae_ast.core import mae_ast_loss
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.split("-")[0])
+    autocast = precision.endswith("autocast")
+    if precision.endswith("pure"):
+        model = copy.deepcopy(model).to(dtype)
+        source = source.to(dtype)
+    padding = torch.zeros(source.shape[:2], dtype=torch.bool, device=device)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=autocast):
+            if impl == "orig":
+                out = model(source, padding_mask=padding, mask=True)
+            else:
+                out = model(source)
+        if impl == "orig":
+            loss = original_loss(out)
+        else:
+            loss = mae_ast_loss(out["logit_m_list_recon"], out["logit_m_list_class"], out["target_m_list"],
+                                out["target_valid"])["loss"]
+        loss.backward()
+        return loss
+
+    return step
+
+
+def step_flops(cfg, batch: int, frames: int, feature_dim: int = 128) -> float:
+    """Model FLOPs of one training step (forward x 3), matmuls only."""
+    kt, kc = cfg.ast_kernel_size_time, cfg.ast_kernel_size_chan
+    tokens = (frames // kt) * (feature_dim // kc)
+    kept = max(1, int((1 - cfg.random_mask_prob) * tokens))
+    masked = tokens - kept
+    d, f, patch = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, kt * kc
+
+    def layers(n_layers, n_tokens, dim):
+        linear = 2 * batch * n_tokens * (4 * dim * dim + 2 * dim * f)
+        attention = 2 * 2 * batch * n_tokens * n_tokens * dim  # q k^T and weights @ v
+        return n_layers * (linear + attention)
+
+    fwd = (2 * batch * tokens * patch * d  # patch embedding
+           + layers(cfg.encoder_layers, kept, d)
+           + layers(cfg.decoder_layers, tokens, cfg.decoder_embed_dim)
+           + 2 * 2 * batch * masked * cfg.decoder_embed_dim * patch  # two heads
+           + 2 * batch * masked * masked * patch)  # InfoNCE scores
+    return 3.0 * fwd
+
+
+def matmul_peak(dtype, device, n: int, seconds: float = 3.0) -> float:
+    """FLOP/s of an n x n x n matmul at ``dtype``: the best of repeated runs."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    (a @ b), sync()
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
+
+
+# ---- measurement ------------------------------------------------------------------------------
+def time_interleaved(steps: dict, n_steps: int, warmup: int, device):
+    """Median wall and CPU seconds per configuration; failures are reported, not raised."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = {name: [] for name in steps}
+    failed = {}
+    for i in range(warmup + n_steps):
+        for name, fn in steps.items():
+            if name in failed:
+                continue
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                loss = fn()
+                sync()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss {loss.item()}")
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            except Exception as e:  # noqa: BLE001 - the original fails under autocast
+                failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
+                continue
+            if i >= warmup:
+                times[name].append((wall, cpu))
+    return ({n: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+             for n, t in times.items() if t}, failed)
+
+
+def bench_steps(kind, source, args, device, peaks, rows):
+    ours, orig = build_models(kind, device)
+    precisions = ["fp32", "bf16-autocast", "bf16-pure"]
+    if device.type == "cuda":
+        precisions += ["fp16-autocast", "fp16-pure"]
+    steps = {}
+    for p in precisions:
+        steps[("orig", p)] = make_step("orig", orig, source, p, device)
+        steps[("ours", p)] = make_step("ours", ours, source, p, device)
+    times, failed = time_interleaved(steps, args.steps, args.warmup, device)
+    flops = step_flops(ours.cfg, source.size(0), source.size(1))
+    t = {k: v[0] for k, v in times.items()}
+    c = {k: v[1] for k, v in times.items()}
+
+    def best(impl):
+        ok = {p: t[(impl, p)] for p in precisions if (impl, p) in t}
+        return min(ok.items(), key=lambda kv: kv[1])
+
+    print(f"\n### step: {kind} model ({KERNELS[kind][1]}), batch {source.size(0)} x {source.size(1)} frames, "
+          f"{flops / 1e9:.0f} GFLOP per step")
+    print(f"| precision | original s | ours s | speed-up (wall) | speed-up (CPU time) | ours MFU |")
+    print(f"|---|---|---|---|---|---|")
+    for p in precisions:
+        o, u = t.get(("orig", p)), t.get(("ours", p))
+        peak = peaks.get(p.split("-")[0])
+        mfu = f"{100 * flops / u / peak:.0f} % of {p.split('-')[0]} peak" if u and peak else "-"
+        o_s = f"{o:.2f}" if o else f"fails ({failed.get(('orig', p), '?')})"
+        u_s = f"{u:.2f}" if u else f"fails ({failed.get(('ours', p), '?')})"
+        ratio = f"{o / u:.2f}x" if o and u else "-"
+        cratio = f"{c[('orig', p)] / c[('ours', p)]:.2f}x" if o and u else "-"
+        print(f"| {p} | {o_s} | {u_s} | {ratio} | {cratio} | {mfu} |")
+        rows.append((kind, p, o, u))
+    (bo_p, bo), (bu_p, bu) = best("orig"), best("ours")
+    print(f"| **best** | {bo:.2f} ({bo_p}) | {bu:.2f} ({bu_p}) | **{bo / bu:.2f}x** | | |")
+    o32, u32 = t.get(("orig", "fp32")), t.get(("ours", "fp32"))
+    if o32 and u32:
+        print(f"fp32: ours {o32 / u32:.2f}x the original (target >= 1.2x); best vs best: {bo / bu:.2f}x "
+              f"(target >= 3x); ours at best vs original fp32: {o32 / bu:.2f}x")
+    print(f"original's MFU at fp32: {100 * flops / o32 / peaks['fp32']:.0f} %" if o32 else "")
+    del ours, orig, steps
+
+
+def bench_data(clips, folder: Path, n_clips: int, seconds: float):
+    """Clips/s of one worker (1 thread): decode a window + fbank, flac and opus-in-mkv."""
+    import soundfile as sf
+
+    from mae_ast import audio
+    from mae_ast.core.features import fbank
+
+    paths = {"flac": [], "opus-in-mkv": []}
+    for i, wav in enumerate(clips):
+        p = folder / f"clip{i}.flac"
+        sf.write(str(p), wav.numpy(), 16000)
+        paths["flac"].append(str(p))
+        m = folder / f"clip{i}.mkv"
+        write_mkv_opus(wav.numpy(), 16000, m)
+        paths["opus-in-mkv"].append(str(m))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a loader worker gets
+    rates = {}
+    try:
+        for fmt, ps in paths.items():
+            def one(i):
+                wav = audio.read(ps[i % len(ps)], 16000, 0, int(seconds * 16000))
+                return fbank(wav.unsqueeze(0))
+            one(0)
+            start = time.perf_counter()
+            for i in range(n_clips):
+                one(i)
+            rates[fmt] = n_clips / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"\n### data: one loader worker (1 thread), decode {seconds:.0f} s + fbank, {n_clips} clips")
+    print("| format | clips/s | audio s per s |")
+    print("|---|---|---|")
+    for fmt, r in rates.items():
+        print(f"| {fmt} | {r:.1f} | {r * seconds:.0f} |")
+    return rates
+
+
+def bench_upstream(clips, args, device):
+    import bench_upstream as bu
+
+    print("\n### s3prl upstream: feature extraction, stock vs ours "
+          f"({len(clips)} clips, best of {args.upstream_repeats})")
+    print("| model | stock s | ours fp32 s | speed-up | ours bf16 s | speed-up | bf16 rel. diff |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in args.models:
+        r = bu.measure(frame=kind == "frame", wavs=clips, repeats=args.upstream_repeats, device=device.type)
+        (ws, _), (wo, _), (wb, _) = r["best"]["stock"], r["best"]["ours"], r["best"]["ours_bf16"]
+        print(f"| {kind} | {ws:.2f} | {wo:.2f} | {ws / wo:.2f}x | {wb:.2f} | {ws / wb:.2f}x | {r['bf16_rel_diff']:.1e} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
+    ap.add_argument("--models", default="patch,frame", help="comma-separated: patch, frame")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    ap.add_argument("--batch", type=int, default=4, help="clips per training batch")
+    ap.add_argument("--clip-s", type=float, default=10.0, help="seconds per clip")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--sections", default="step,data,upstream", help="comma-separated: step, data, upstream")
+    ap.add_argument("--data-clips", type=int, default=20, help="clips decoded per format")
+    ap.add_argument("--upstream-repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 2 steps after 1 warm-up, 3 s clips, fewer data clips, 1 upstream repeat")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.clip_s, args.data_clips, args.upstream_repeats = 2, 1, 3.0, 4, 1
+    args.models = [m for m in args.models.split(",") if m]
+    sections = set(args.sections.split(","))
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no GPU visible to torch")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# MAE-AST bench: {name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clips = speech_clips(tmp, args.batch, args.clip_s)
+        if "step" in sections:
+            from mae_ast.core.features import fbank
+
+            source = fbank(torch.stack(clips)).to(device)
+            n = 2048 if device.type == "cpu" else 8192
+            peaks = {"fp32": matmul_peak(torch.float32, device, n),
+                     "bf16": matmul_peak(torch.bfloat16, device, n)}
+            if device.type == "cuda":
+                peaks["fp16"] = matmul_peak(torch.float16, device, n)
+            print("\n### matmul peak, {0}x{0}x{0}: ".format(n)
+                  + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
+            rows = []
+            for kind in args.models:
+                bench_steps(kind, source, args, device, peaks, rows)
+        if "data" in sections:
+            bench_data(clips, tmp, args.data_clips, args.clip_s)
+        if "upstream" in sections:
+            bench_upstream(clips, args, device)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes slow every row alike)")
+
+
+if __name__ == "__main__":
+    main()
