@@ -18,15 +18,18 @@ fi
 # --- Debian packages -------------------------------------------------------------
 # espeak-ng: real speech for tests and examples; libsox-dev: torchaudio.sox_effects,
 # which s3prl's downstream datasets call; sox: handy for users to inspect audio.
-DEBS="espeak-ng libsox-dev sox"
+# fillets-ng-data-nl (33 MB, Dutch game dialogue) and sonic-pi-samples (22 MB, sound effects):
+# the smallest two of the demo corpus's packages, for the shortened demo in tests/test_demo.py
+# (tools/demo.py installs the other six itself); no recommends: they would pull in the games.
+DEBS="espeak-ng libsox-dev sox fillets-ng-data-nl sonic-pi-samples"
 missing=$(for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install $missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "[setup] missing Debian packages: $missing; run: sudo apt-get install -y $missing" >&2
+    echo "[setup] missing Debian packages: $missing; run: sudo apt-get install -y --no-install-recommends $missing" >&2
     exit 1
   fi
 fi

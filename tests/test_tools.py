@@ -1,0 +1,186 @@
+"""tools/visualize.py, tools/extract_features.py and mae_ast.analysis on tiny checkpoints (a patch
+and a frame model, written in the training checkpoints' layout) and real espeak-ng speech."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import REPO, read_wav
+from mae_ast import analysis
+from mae_ast.core import MAEAST, MAEASTConfig
+
+SR = 16000
+
+
+def tiny_checkpoint(path, patch=True, layers=2, seed=0):
+    kt, kc = (16, 16) if patch else (2, 128)
+    cfg = MAEASTConfig(encoder_layers=layers, decoder_layers=1, encoder_embed_dim=32, decoder_embed_dim=32,
+                       encoder_ffn_embed_dim=64, encoder_attention_heads=2, max_token_length=4000,
+                       ast_kernel_size_time=kt, ast_kernel_size_chan=kc, ast_kernel_stride_time=kt,
+                       ast_kernel_stride_chan=kc, random_mask_prob=0.75)
+    torch.manual_seed(seed)
+    mask_type = "chunk_mask" if patch else "random_mask"
+    model = MAEAST(cfg, 128, mask_type)
+    with torch.no_grad():  # input statistics of log-mel, as after training
+        model.batch_norm.running_mean.fill_(-8.0)
+        model.batch_norm.running_var.fill_(16.0)
+    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(cfg)},
+                        "task": {"_name": "mae_ast_pretraining", "sample_rate": SR, "feature_dim": 128,
+                                 "mask_type": mask_type, "max_sample_size": 48000}},
+                "model": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_ckpt")
+    return {"patch": tiny_checkpoint(root / "patch.pt", True), "frame": tiny_checkpoint(root / "frame.pt", False)}
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory, speech_wavs):
+    """Speech at 16 kHz flac and 22.05 kHz wav in nested folders, one file of 0.1 s (shorter
+    than a token) and one of 7 s (longer than the 3 s crop, so encoded in chunks)."""
+    import torchaudio.functional as AF
+
+    root = tmp_path_factory.mktemp("tool_audio")
+    (root / "a").mkdir()
+    (root / "b" / "c").mkdir(parents=True)
+    wav, rate = read_wav(speech_wavs[0])
+    sf.write(root / "a" / "utt.wav", wav, rate)
+    wav16 = AF.resample(torch.from_numpy(wav), rate, SR).numpy()
+    sf.write(root / "b" / "c" / "utt.flac", wav16, SR)
+    sf.write(root / "short.flac", wav16[:1600], SR)
+    long = np.concatenate([AF.resample(torch.from_numpy(read_wav(w)[0]), read_wav(w)[1], SR).numpy()
+                           for w in speech_wavs[1:4]])[: 7 * SR]
+    sf.write(root / "long.flac", long, SR)
+    (root / "notes.txt").write_text("not audio")
+    return root
+
+
+def run(tool, *args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("tool", ["visualize.py", "extract_features.py"])
+def test_help(tool):
+    proc = run(tool, "--help")
+    assert proc.returncode == 0 and "--out" in proc.stdout
+
+
+def test_visualize(ckpts, audio_dir, tmp_path):
+    files = [audio_dir / "a" / "utt.wav", audio_dir / "b" / "c" / "utt.flac", audio_dir / "short.flac"]
+    proc = run("visualize.py", ckpts["patch"], *files, "--out", tmp_path / "fig", "--seconds", "4")
+    assert proc.returncode == 0, proc.stderr
+    # same names in different folders get distinct figures
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["short.png", "utt.png", "utt_2.png"]
+    for p in (tmp_path / "fig").iterdir():
+        assert p.stat().st_size > 10000 and p.read_bytes()[:4] == b"\x89PNG"
+    mses = [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines() if "MSE" in line]
+    assert len(mses) == 3 and all(np.isfinite(mses))
+    proc = run("visualize.py", tmp_path / "missing.pt", files[0], "--out", tmp_path / "x")
+    assert proc.returncode != 0 and "missing.pt" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["patch", "frame"])
+def test_reconstruct(ckpts, speech_wavs, kind):
+    model = analysis.load(ckpts[kind])
+    wav = torch.from_numpy(read_wav(speech_wavs[1])[0])  # 22.05 kHz read as 16 kHz: fine here
+    rec = analysis.reconstruct(model, wav, seed=1)
+    kt, kc = model.kernel
+    frames = rec["input"].shape[0]
+    assert rec["input"].shape[1] == 128 and frames % kt == 0
+    for k in ("masked", "reconstruction", "prediction", "mask"):
+        assert rec[k].shape == rec["input"].shape
+    mask = rec["mask"]
+    assert 0.7 < mask.mean() < 0.8  # 75 % of the patches
+    # kept patches are the input, masked ones the prediction; the encoder saw nothing masked
+    np.testing.assert_array_equal(rec["reconstruction"][~mask], rec["input"][~mask])
+    assert np.isnan(rec["masked"][mask]).all() and np.isfinite(rec["masked"][~mask]).all()
+    assert np.isfinite(rec["reconstruction"]).all() and np.isfinite(rec["mse"])
+    assert rec["mse"] == pytest.approx(float(np.mean((rec["prediction"][mask] - rec["input"][mask]) ** 2)), rel=1e-4)
+    # the same seed draws the same mask
+    np.testing.assert_array_equal(analysis.reconstruct(model, wav, seed=1)["mask"], mask)
+
+
+def test_extract_features(ckpts, audio_dir, tmp_path):
+    out = tmp_path / "feat"
+    proc = run("extract_features.py", ckpts["patch"], audio_dir, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy"))
+    assert names == ["a/utt.mean.npy", "a/utt.npy", "b/c/utt.mean.npy", "b/c/utt.npy",
+                     "long.mean.npy", "long.npy", "short.mean.npy", "short.npy"]
+    table = (out / "features.tsv").read_text().splitlines()
+    assert table[0] == "path\tframes\tdim" and len(table) == 5
+    model = analysis.load(ckpts["patch"])
+    for rel in ("a/utt", "b/c/utt", "long", "short"):
+        feats, mean = np.load(out / f"{rel}.npy"), np.load(out / f"{rel}.mean.npy")
+        assert feats.dtype == np.float32 and feats.shape[1] == 8 * 32 and np.isfinite(feats).all()
+        np.testing.assert_allclose(mean, feats.mean(0), rtol=1e-5, atol=1e-6)
+        n16 = len(analysis.read_audio(str(next(audio_dir.glob(rel + ".*")))))
+        n16 = max(n16, analysis.min_samples(model))  # shorter is zero-padded to one token
+        frames = (max(0, (n16 - 400) // 160 + 1) - 16) // 16 + 1  # one step per 16 fbank frames
+        assert feats.shape[0] == max(1, frames), rel
+    # unchunked, our features are the s3prl upstream's; chunked (7 s in 3 s crops), each chunk
+    # is encoded alone: same frames, the first chunk equals the first 3 s encoded alone
+    from s3prl_upstream.expert import UpstreamExpert
+
+    up = UpstreamExpert(ckpts["patch"]).eval()
+    wav = analysis.read_audio(str(audio_dir / "long.flac"))
+    with torch.no_grad():
+        ref = up([wav])["hidden_states"][-1][0].numpy()
+    whole = analysis.embed(model, wav, chunk_seconds=60).numpy()
+    np.testing.assert_allclose(whole, ref, atol=2e-4, rtol=1e-3)
+    long = np.load(out / "long.npy")
+    assert long.shape == ref.shape
+    steps = (298 - 16) // 16 + 1  # tokens of one 3 s crop (298 fbank frames)
+    first = analysis.embed(model, wav[: 3 * SR]).numpy()
+    assert first.shape[0] == steps
+    np.testing.assert_allclose(long[:steps], first, atol=1e-5, rtol=1e-4)
+    # --layer 1 differs from the last layer and equals the upstream's first hidden state
+    proc = run("extract_features.py", ckpts["patch"], audio_dir, "--out", tmp_path / "l1", "--layer", "1",
+               "--chunk-seconds", "30")
+    assert proc.returncode == 0, proc.stderr
+    first = np.load(tmp_path / "l1" / "b" / "c" / "utt.npy")
+    last = np.load(out / "b" / "c" / "utt.npy")  # 3.7 s: in two chunks
+    assert first.shape == last.shape and not np.allclose(first, last)
+    with torch.no_grad():
+        ref1 = up([analysis.read_audio(str(audio_dir / "b" / "c" / "utt.flac"))])["hidden_states"][0][0].numpy()
+    np.testing.assert_allclose(first, ref1, atol=2e-4, rtol=1e-3)
+    # a layer that does not exist is refused
+    proc = run("extract_features.py", ckpts["patch"], audio_dir, "--out", tmp_path / "l9", "--layer", "9")
+    assert proc.returncode != 0 and "layers 1..2" in proc.stderr
+
+
+def test_extract_features_frame_model(ckpts, audio_dir, tmp_path):
+    proc = run("extract_features.py", ckpts["frame"], audio_dir / "b", "--out", tmp_path / "f", "--layer", "-1")
+    assert proc.returncode == 0, proc.stderr
+    feats = np.load(tmp_path / "f" / "c" / "utt.npy")
+    n = sf.info(str(audio_dir / "b" / "c" / "utt.flac")).frames
+    assert feats.shape == (((n - 400) // 160 + 1 - 2) // 2 + 1, 32)  # one frame per 20 ms
+
+
+def test_linear_probe_separates_classes():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 20)) * 2
+    x = np.concatenate([c + rng.normal(size=(60, 20)) for c in centers])
+    y = np.repeat(["a", "b", "c"], 60)
+    groups = np.arange(180) // 3  # three clips per file
+    test = groups % 4 == 0
+    res = analysis.linear_probe(x[~test], y[~test], x[test], y[test], groups_train=groups[~test])
+    assert res["accuracy"] > 0.9 and res["balanced_accuracy"] > 0.9
+    shuffled = analysis.linear_probe(x[~test], rng.permutation(y[~test]), x[test], y[test])
+    assert shuffled["accuracy"] < 0.6
+
+
+def test_random_init_keeps_input_normalisation(ckpts):
+    model = analysis.load(ckpts["patch"])
+    fresh = analysis.random_init_like(model, seed=3)
+    torch.testing.assert_close(fresh.batch_norm.running_var, model.batch_norm.running_var)
+    assert not torch.equal(fresh.post_extract_proj.weight, model.post_extract_proj.weight)
+    assert not fresh.training
