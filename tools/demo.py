@@ -441,7 +441,7 @@ def probe_tasks(index, per_class=200, seed=0, min_seconds=PROBE_SECONDS):
     return tasks
 
 
-def run_probe(ckpt: Path, corpus: Path, index, out: Path, window=PROBE_SECONDS):
+def run_probe(ckpt: Path, corpus: Path, index, out: Path, window=PROBE_SECONDS, device="cpu"):
     import numpy as np
     import torch
 
@@ -451,7 +451,7 @@ def run_probe(ckpt: Path, corpus: Path, index, out: Path, window=PROBE_SECONDS):
     if not tasks:
         return None
     clips = sorted({r["path"] for rows in tasks.values() for r in rows})
-    model = analysis.load(str(ckpt), decoder=False)
+    model = analysis.load(str(ckpt), decoder=False, device=device)
     baseline = analysis.random_init_like(model)
     feats = {"logmel": {}, "pretrained": {}, "random": {}}
     t = time.time()
@@ -525,11 +525,17 @@ def write_report(run_dir: Path, manifests: Path, corpus: Path, index, out: Path,
         if old.get("checkpoint_stamp") == stamp:
             log(f"report: reusing {out} (checkpoint unchanged)")
             return old
+    import torch
+
+    # small per-clip forward passes: more threads than free cores makes them 10-40x slower on a
+    # busy 2-core machine (OpenMP threads wait for each other)
+    torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) // 2)))
+    device = "cuda" if gpu else "cpu"
     curves = read_curves(run_dir)
     plot_curves(curves, out / "loss_curves.png")
     log("report: loss curves written")
 
-    model = analysis.load(str(ckpt))
+    model = analysis.load(str(ckpt), device=device)
     recon = []
     for i, (path, rel, category) in enumerate(pick_validation_clips(manifests, index)):
         wav = analysis.read_audio(str(path), max_seconds=8.0)
@@ -540,7 +546,7 @@ def write_report(run_dir: Path, manifests: Path, corpus: Path, index, out: Path,
                       "masked_share": float(rec["mask"].mean())})
     log(f"report: {len(recon)} reconstruction figures written")
 
-    probe = run_probe(ckpt, corpus, index, out)
+    probe = run_probe(ckpt, corpus, index, out, device=device)
     last_train = curves["train_inner"][-1] if curves["train_inner"] else {}
     last_valid = curves["valid"][-1] if curves["valid"] else {}
     cfg_model = model.cfg
