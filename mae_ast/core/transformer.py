@@ -5,6 +5,12 @@ Parameter names follow fairseq's ``TransformerSentenceEncoderLayer`` (``self_att
 original implementation load unchanged; the computation goes through
 ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on
 GPU, fused on CPU), which fairseq's MultiheadAttention does not use.
+
+Fast paths (tests/test_speed_paths.py checks each against the plain computation): one matrix
+product for q, k and v; on CPU, dropout masks from 16-bit slices of 64-bit random draws
+(torch's ``bernoulli_`` draws one Mersenne-twister number per element, serially) with the
+1 / (1 - p) scale folded into the next add; and ``query_idx``, which lets the decoder's last
+layer compute only the positions the loss reads.
 """
 import math
 from typing import List, Optional, Tuple
