@@ -1,5 +1,5 @@
-"""The fast paths give the plain paths' results: fused QKV projection, the decoder's last
-layer on masked tokens only, CPU attention math and dropout, bf16 training. No timing here
+"""The fast paths give the plain paths' results: the decoder's last layer on masked tokens
+only, CPU attention math and dropout, bf16 training. No timing here
 (tools/bench.py measures speed)."""
 import dataclasses
 import json
@@ -16,7 +16,7 @@ from test_core import FRAME, PATCH, stock_model, tiny_cfg
 
 
 def plain_attention(attn, x, attend):
-    """Reference: separate q/k/v projections and SDPA, as before the fused path."""
+    """Reference: q/k/v projections and SDPA, written out."""
     b, t, c = x.shape
     h = attn.heads
     q, k, v = (proj(x).view(b, t, h, c // h).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
@@ -25,7 +25,7 @@ def plain_attention(attn, x, attend):
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_fused_attention_and_query_subset_match_plain(padded):
+def test_attention_and_query_subset_match_plain(padded):
     torch.manual_seed(0)
     enc = TransformerEncoder(2, 32, 64, 4, dropout=0.0, attention_dropout=0.0).eval()
     x = torch.randn(3, 20, 32)
@@ -82,6 +82,12 @@ def test_attention_and_residual_dropout_equal_plain_dropout_with_the_same_mask()
     torch.manual_seed(2)
     torch.testing.assert_close(got, residual + x.masked_fill(drop_mask((2, 5, 8), 0.3, "cpu"), 0) / 0.7)
     assert torch.equal(add_dropout(residual, x, 0.3, False), residual + x)
+    # bf16 multiplies by 0/1 weights instead of masked_fill: the same mask from the same draws
+    torch.manual_seed(2)
+    got = add_dropout(residual.bfloat16(), x.bfloat16(), 0.3, True)
+    torch.manual_seed(2)
+    ref = residual.bfloat16() + x.bfloat16().masked_fill(drop_mask((2, 5, 8), 0.3, "cpu"), 0) / 0.7
+    torch.testing.assert_close(got, ref)
 
 
 def test_cpu_dropout_distribution_gradient_and_seed():
