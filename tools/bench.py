@@ -247,7 +247,9 @@ def bench_steps(kind, source, args, device, peaks, summary):
         o, u = times.get(("orig", p)), times.get(("ours", p))
         peak = peaks.get(p.split("-")[0])
         cell = lambda t, impl: f"{t[0]:.2f} ({t[1]:.2f})" if t else f"fails: {failed.get((impl, p), '?')}"  # noqa: E731
-        ratio = f"{o[0] / u[0]:.2f}x ({o[1] / u[1]:.2f}x)" if o and u else "-"
+        o32 = times.get(("orig", "fp32"))
+        ratio = (f"{o[0] / u[0]:.2f}x ({o[1] / u[1]:.2f}x)" if o and u
+                 else f"{o32[0] / u[0]:.2f}x vs original fp32" if o32 and u else "-")
         mfu = (f"{100 * flops / u[0] / peak:.0f} % ({100 * flops / u[1] / peak:.0f} %) of {p.split('-')[0]} peak"
                if u and peak else "-")
         print(f"| {p} | {cell(o, 'orig')} | {cell(u, 'ours')} | {ratio} | {mfu} |")
