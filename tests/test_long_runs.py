@@ -1,7 +1,7 @@
 """Issue 6 through real fairseq runs: several processes, broken manifests."""
 import os
+import signal
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +10,19 @@ from conftest import REPO, VENV_BIN, fairseq_train, tiny_model_overrides
 from test_training import train_log
 
 pytestmark = pytest.mark.slow
+
+
+def run_process_group(cmd, env, timeout):
+    """subprocess.run, but a timeout kills torchrun's workers too, not only torchrun."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as popen:
+        try:
+            out, err = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            out, err = popen.communicate()
+            raise AssertionError(f"timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, popen.returncode, out, err)
 
 
 def test_two_cpu_processes_train_in_step(corpus, tmp_path):
@@ -29,7 +42,7 @@ def test_two_cpu_processes_train_in_step(corpus, tmp_path):
         *tiny_model_overrides(patch=True),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", RANK_PROBE_DIR=str(probe))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    proc = run_process_group(cmd, env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     train_examples = sum(1 for _ in open(corpus["manifests"] / "train.tsv")) - 1
