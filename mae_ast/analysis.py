@@ -22,15 +22,14 @@ from .core import checkpoint
 from .core.features import fbank, num_frames, samples_for_frames
 from .core.masking import compute_mask
 from .core.model import MAEAST
+from .hear import MAEASTHear, max_chunk_steps  # chunked encoding of long clips, shared
 
 SAMPLE_RATE = 16000
 
 
 def load(path: str, device="cpu", decoder: bool = True) -> MAEAST:
     """The checkpoint's model in eval mode; ``model.cfg_task`` holds the checkpoint's task config."""
-    model, cfg_task = checkpoint.load_model(path, decoder=decoder)
-    if int(cfg_task.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE:
-        raise checkpoint.CheckpointError(f"{path}: task.sample_rate is not {SAMPLE_RATE}")
+    model, cfg_task = checkpoint.load_model(path, decoder=decoder, sample_rate=SAMPLE_RATE)
     model.cfg_task = cfg_task
     return model.to(device).eval()
 
@@ -167,20 +166,11 @@ def embed_layers(model: MAEAST, wav: torch.Tensor, chunk_seconds: Optional[float
     one frame per token time step (``ast_kernel_stride_time`` x 10 ms); patch models concatenate
     the frequency patches of a step (dim = n_freq_patches * encoder_embed_dim). Long clips are
     encoded in chunks of at most ``chunk_seconds`` (default: ``task.max_sample_size``)."""
-    model.eval()
-    if chunk_seconds is None:
-        crop = getattr(model, "cfg_task", {}).get("max_sample_size")
-        chunk_seconds = crop / SAMPLE_RATE if crop else None
-    feats = _features(model, wav)
-    step = _max_frames(model, chunk_seconds) - model.kernel[0] + model.stride[0]  # a multiple of stride
-    outs = []
-    for start in range(0, max(1, feats.size(1) - model.kernel[0] + 1), step):
-        chunk = feats[:, start:start + step + model.kernel[0] - model.stride[0]]
-        if chunk.size(1) < model.kernel[0]:
-            break
-        hidden = model(chunk, None, mask=False)["hidden_states"]
-        outs.append([h[0].reshape(-1, model.n_freq * h.size(-1)) for h in hidden])
-    return [torch.cat([o[i] for o in outs]).float().cpu() for i in range(len(outs[0]))]
+    n = len(model.encoder.layers)
+    steps = max_chunk_steps(model, getattr(model, "cfg_task", {}), chunk_seconds)
+    encoder = MAEASTHear(model, tuple(range(1, n + 1)), "concat", steps, "fp32")
+    every_layer = encoder(wav.float().reshape(1, -1))[0]  # (steps, n * dim), layers side by side
+    return [h.cpu().contiguous() for h in every_layer.split(encoder.timestamp_embedding_size // n, dim=-1)]
 
 
 def embed(model: MAEAST, wav: torch.Tensor, layer: int = -1, chunk_seconds: Optional[float] = None) -> torch.Tensor:

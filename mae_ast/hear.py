@@ -162,9 +162,9 @@ def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine
         raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
     if combine not in ("mean", "concat"):
         raise ValueError(f"combine must be mean or concat, not {combine!r}")
-    model, cfg_task = _load_encoder(model_file_path)
+    model, cfg_task = checkpoint.load_model(model_file_path, decoder=False, sample_rate=SAMPLE_RATE)
     chosen = resolve_layers(layers, len(model.encoder.layers))
-    steps = _chunk_steps(model, cfg_task, chunk_seconds)
+    steps = max_chunk_steps(model, cfg_task, chunk_seconds)
     return MAEASTHear(model, chosen, combine, steps, precision)
 
 
@@ -223,15 +223,7 @@ def resolve_layers(layers: LayerSpec, n_layers: int) -> Tuple[int, ...]:
     return resolved
 
 
-def _load_encoder(path: str):
-    """The core's strict loader without decoder and heads, eval mode; 16 kHz checkpoints only."""
-    model, cfg_task = checkpoint.load_model(path, decoder=False)
-    if int(cfg_task.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE:
-        raise checkpoint.CheckpointError(f"{path}: task.sample_rate is not {SAMPLE_RATE}")
-    return model.eval(), cfg_task
-
-
-def _chunk_steps(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float]) -> Optional[int]:
+def max_chunk_steps(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float]) -> Optional[int]:
     """Most token time steps encoded at once (None: no limit)."""
     kt, st = model.kernel[0], model.stride[0]
     limits = []

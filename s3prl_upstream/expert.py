@@ -136,12 +136,7 @@ class UpstreamExpert(UpstreamBase):
         x = enc.dropout(x)
         hidden = []
         for layer in enc.layers:
-            if layer.layer_norm_first:
-                x = x + layer.dropout(self._attention(layer.self_attn, layer.self_attn_layer_norm(x), groups))
-                x = x + layer._feed_forward(layer.final_layer_norm(x))
-            else:
-                x = layer.self_attn_layer_norm(x + layer.dropout(self._attention(layer.self_attn, x, groups)))
-                x = layer.final_layer_norm(x + layer._feed_forward(x))
+            x = layer.around_attention(x, lambda y, attn=layer.self_attn: self._attention(attn, y, groups))
             hidden.append(x)
         if enc.layer_norm_first:
             x = enc.layer_norm(x)

@@ -1,7 +1,7 @@
 """Reading, checking and exporting MAE-AST checkpoints (fairseq layout: ``cfg`` with ``model``
 and ``task`` sections, ``model`` state dict), without fairseq."""
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional
 
 import torch
 
@@ -102,12 +102,13 @@ def export(state: dict) -> dict:
 
 
 
-def load_model(path: str, decoder: bool = True):
+def load_model(path: str, decoder: bool = True, sample_rate: Optional[int] = None):
     """(MAEAST with the checkpoint's weights, strictly loaded; ``cfg["task"]`` as a dict).
 
     Layerdrop is switched off (every layer runs at inference). With ``decoder=False`` the
-    decoder and the pre-training heads are dropped (what feature extraction needs). The model
-    is returned in training mode, as ``nn.Module``s are built; call ``.eval()`` for inference.
+    decoder and the pre-training heads are dropped (what feature extraction needs). With
+    ``sample_rate``, a checkpoint trained at another rate is refused. The model is returned in
+    training mode, as ``nn.Module``s are built; call ``.eval()`` for inference.
     """
     from .model import MAEAST  # here, not at the top: model imports nothing from this module
 
@@ -115,6 +116,8 @@ def load_model(path: str, decoder: bool = True):
     cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
     if cfg_task.get("feature_type", "fbank") == "wav":
         raise CheckpointError(f"{path}: task.feature_type=wav is not an MAE-AST model")
+    if sample_rate is not None and int(cfg_task.get("sample_rate", sample_rate)) != sample_rate:
+        raise CheckpointError(f"{path}: task.sample_rate is not {sample_rate}")
     cfg = model_config(cfg_model)
     cfg.encoder_layerdrop = 0.0
     model = MAEAST(cfg, feature_dim=int(cfg_task.get("feature_dim", 128)),

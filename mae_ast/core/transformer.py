@@ -172,18 +172,22 @@ class TransformerLayer(nn.Module):
     def _ffn(self, x):
         return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
 
-    def _feed_forward(self, x):
-        return self.dropout(self._ffn(x))
-
     def forward(self, x, attend, query_idx: Optional[torch.Tensor] = None):
         """With ``query_idx`` (B, M): the layer's output at those positions only, (B, M, C)
         (keys and values still come from every position)."""
         residual = x if query_idx is None else gather_tokens(x, query_idx)
+        return self.around_attention(x, lambda y: self.self_attn(y, attend, query_idx), residual)
+
+    def around_attention(self, x, attention, residual=None):
+        """The layer's norms, residuals, dropouts and FFN around ``attention``, a function from
+        the attention's input to its output (the s3prl upstream passes packed attention here).
+        ``residual``: what the attention output is added to (default ``x``)."""
+        residual = x if residual is None else residual
         p, training = self.dropout.p, self.training
         if self.layer_norm_first:
-            x = add_dropout(residual, self.self_attn(self.self_attn_layer_norm(x), attend, query_idx), p, training)
+            x = add_dropout(residual, attention(self.self_attn_layer_norm(x)), p, training)
             return add_dropout(x, self._ffn(self.final_layer_norm(x)), p, training)
-        x = self.self_attn_layer_norm(add_dropout(residual, self.self_attn(x, attend, query_idx), p, training))
+        x = self.self_attn_layer_norm(add_dropout(residual, attention(x), p, training))
         return self.final_layer_norm(add_dropout(x, self._ffn(x), p, training))
 
 
