@@ -179,3 +179,25 @@ def num_samples(path: str, sample_rate: int = 16000) -> int:
     """Length in samples at ``sample_rate`` (what manifests store)."""
     rate, frames = probe(path)
     return int(frames * sample_rate // rate)
+
+
+def write_mkv_opus(wav: np.ndarray, rate: int, path):
+    """Write opus in Matroska (48 kHz), as AudioSet ships it, with PyAV; for tests and
+    benchmarks of the decoding path. ``wav``: (n,) mono or (channels, n) with one or two
+    channels, at ``rate``. Returns ``path``."""
+    import av
+
+    data = np.atleast_2d(wav).astype(np.float32)
+    layout = "mono" if data.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libopus", rate=48000)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format="s16", layout=layout, rate=48000)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

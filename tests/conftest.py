@@ -4,10 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+from mae_ast.audio import write_mkv_opus  # noqa: F401  (the tests' opus-in-mkv writer)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -37,27 +38,6 @@ def speak(text: str, path: Path, voice: str = "en", speed: int = 160) -> Path:
 def read_wav(path):
     wav, rate = sf.read(str(path), dtype="float32")
     return wav, rate
-
-
-def write_mkv_opus(wav: np.ndarray, rate: int, path: Path) -> Path:
-    """Opus in Matroska, as AudioSet ships it, written with PyAV. ``wav``: (n,) mono or
-    (channels, n) with one or two channels."""
-    import av
-
-    data = np.atleast_2d(wav).astype(np.float32)
-    layout = "mono" if data.shape[0] == 1 else "stereo"
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libopus", rate=48000)
-        stream.layout = layout
-        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
-        frame.sample_rate = rate
-        resampler = av.AudioResampler(format="s16", layout=layout, rate=48000)
-        for f in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="session")

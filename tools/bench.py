@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,24 +76,6 @@ def speech_clips(folder: Path, n: int, seconds: float):
     return clips
 
 
-def write_mkv_opus(wav: np.ndarray, rate: int, path: Path):
-    """Mono opus in Matroska (AudioSet's format), 48 kHz, with PyAV."""
-    import av
-
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libopus", rate=48000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(wav[None].astype(np.float32), format="fltp", layout="mono")
-        frame.sample_rate = rate
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
-        for f in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
-# ---- models ----------------------------------------------------------------------------------
 def paper_cfg(kind: str):
     from mae_ast.core import MAEASTConfig
 
@@ -284,7 +265,7 @@ def bench_data(clips, folder: Path, n_clips: int, seconds: float):
         sf.write(str(p), wav.numpy(), 16000)
         paths["flac"].append(str(p))
         m = folder / f"clip{i}.mkv"
-        write_mkv_opus(wav.numpy(), 16000, m)
+        audio.write_mkv_opus(wav.numpy(), 16000, m)
         paths["opus-in-mkv"].append(str(m))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a loader worker gets
