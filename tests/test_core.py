@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mae_ast.core import MAEAST, MAEASTConfig, MaskPlan, compute_mask, mae_ast_loss
-from mae_ast.core.model import gather_tokens
 
 PATCH = dict(ast_kernel_size_time=16, ast_kernel_size_chan=16, ast_kernel_stride_time=16, ast_kernel_stride_chan=16)
 FRAME = dict(ast_kernel_size_time=2, ast_kernel_size_chan=128, ast_kernel_stride_time=2, ast_kernel_stride_chan=128)

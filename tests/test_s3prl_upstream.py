@@ -5,7 +5,6 @@ by espeak-ng. Real tiny checkpoints come from the real fairseq-hydra-train.
 
 s3prl is never modified in place: the install tool and the runner work on a copy of the
 installed s3prl package (put first on PYTHONPATH of the subprocesses)."""
-import dataclasses
 import hashlib
 import os
 import re

@@ -14,7 +14,6 @@ reported, and the outputs are compared on each example's valid frames.
 """
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time

@@ -2,7 +2,6 @@
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 
 
 def mae_ast_loss(recon: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,

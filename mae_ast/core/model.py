@@ -9,7 +9,7 @@ Module and parameter names match the original release (``post_extract_proj``,
 ``batch_norm``, ``encoder.layers.N.self_attn.q_proj``, ``enc_sine_pos_embed.pe``, ...),
 so ``state_dict``s interchange in both directions.
 """
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn

@@ -1,7 +1,6 @@
 """fairseq criterion ``mae_ast``: the core loss, plus logging."""
 from dataclasses import dataclass, field
 
-import torch
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
