@@ -99,7 +99,7 @@ def survey(packages):
     category, language, seconds)]."""
     import soundfile as sf
 
-    files = []
+    files, unreadable = [], []
     for package in packages:
         listing = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=True).stdout
         for path in sorted(listing.splitlines()):
@@ -117,9 +117,13 @@ def survey(packages):
                     rate, n = audio.probe(path)
                     seconds = n / rate
                 except Exception:
+                    unreadable.append(path)
                     continue
             if seconds >= MIN_SECONDS:
                 files.append((path, package, *kind, seconds))
+    if unreadable:
+        log(f"corpus: left out {len(unreadable)} unreadable files: {', '.join(unreadable[:5])}"
+            + (" ..." if len(unreadable) > 5 else ""))
     return files
 
 
