@@ -39,13 +39,13 @@ What the embeddings are
 Options reach ``load_model`` as keyword arguments, from heareval as
 ``--model-options '{"layers": "all"}'``.
 """
-import os
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from mae_ast.core import MAEAST, checkpoint
+from mae_ast.core.model import inference_precision
 from mae_ast.core.features import fbank, num_frames, samples_for_frames
 
 SAMPLE_RATE = 16000
@@ -157,9 +157,7 @@ def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine
     if not model_file_path:
         raise ValueError("mae_ast.hear.load_model needs a checkpoint: load_model('checkpoint.pt') "
                          "(hear-validator mae_ast.hear --model checkpoint.pt)")
-    precision = precision or os.environ.get("MAE_AST_PRECISION", "fp32")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    precision = inference_precision(precision)
     if combine not in ("mean", "concat"):
         raise ValueError(f"combine must be mean or concat, not {combine!r}")
     model, cfg_task = checkpoint.load_model(model_file_path, decoder=False, sample_rate=SAMPLE_RATE)

@@ -25,7 +25,6 @@ at the cost of ~1e-2 relative differences.
 Inputs shorter than one token (``min_samples``: 2800 samples = 0.175 s for 16x16 patches,
 560 for 2x128 frames) are zero-padded at the end up to that length.
 """
-import os
 from typing import List
 
 import torch
@@ -38,6 +37,7 @@ except ImportError:  # pragma: no cover - s3prl is what calls us
     UpstreamBase = torch.nn.Module
 
 from mae_ast.core import checkpoint
+from mae_ast.core.model import inference_precision
 from mae_ast.core.features import fbank, num_frames, samples_for_frames
 
 FBANK_HOP_SECONDS = 0.010
@@ -48,9 +48,7 @@ class UpstreamExpert(UpstreamBase):
         super().__init__(**kwargs)
         # fp32 (default: equals the stock upstream) or bf16 (matmuls and attention in bfloat16
         # under autocast, outputs float32: about 2x faster on CPUs with AVX512-BF16/AMX, and on GPUs)
-        self.precision = precision or os.environ.get("MAE_AST_PRECISION", "fp32")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, not {self.precision!r}")
+        self.precision = inference_precision(precision)
         model, cfg_task = checkpoint.load_model(ckpt, decoder=False)  # strict; decoder and heads dropped
         self.sample_rate = int(cfg_task.get("sample_rate", 16000))
         self.feature_dim = int(cfg_task.get("feature_dim", 128))

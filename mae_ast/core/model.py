@@ -9,6 +9,7 @@ Module and parameter names match the original release (``post_extract_proj``,
 ``batch_norm``, ``encoder.layers.N.self_attn.q_proj``, ``enc_sine_pos_embed.pe``, ...),
 so ``state_dict``s interchange in both directions.
 """
+import os
 from typing import Dict, Optional
 
 import torch
@@ -18,6 +19,16 @@ import torch.nn.functional as F
 from .config import MAEASTConfig
 from .masking import MaskPlan, compute_mask
 from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
+
+
+def inference_precision(precision: Optional[str] = None) -> str:
+    """The precision feature extraction runs in: ``precision``, else the environment variable
+    ``MAE_AST_PRECISION`` (which reaches code that s3prl or heareval call), else ``fp32``.
+    ``bf16`` runs the encoder under ``torch.autocast``."""
+    precision = precision or os.environ.get("MAE_AST_PRECISION", "fp32")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    return precision
 
 
 class SinusoidalPositions(nn.Module):
