@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mae_ast.core import MAEAST, MaskPlan, mae_ast_loss
-from mae_ast.core.transformer import (TransformerEncoder, _attention_math, add_dropout, dropout,
+from mae_ast.core import transformer
+from mae_ast.core.transformer import (TransformerEncoder, dropout_attention, add_dropout, dropout,
                                       drop_mask, gather_tokens)
 from test_core import FRAME, PATCH, stock_model, tiny_cfg
 
@@ -58,12 +59,12 @@ def test_query_subset_with_pre_ln_and_layerdrop():
         torch.testing.assert_close(part, gather_tokens(full, idx), atol=1e-6, rtol=1e-5)
 
 
-def test_attention_math_matches_sdpa():
+def testdropout_attention_matches_sdpa():
     torch.manual_seed(0)
     q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
     attend = torch.rand(2, 1, 1, 9) > 0.3
     attend[..., 0] = True
-    torch.testing.assert_close(_attention_math(q, k, v, attend, 0.0),
+    torch.testing.assert_close(dropout_attention(q, k, v, attend, 0.0),
                                F.scaled_dot_product_attention(q, k, v, attn_mask=attend))
 
 
@@ -71,7 +72,7 @@ def test_attention_and_residual_dropout_equal_plain_dropout_with_the_same_mask()
     torch.manual_seed(0)
     q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
     torch.manual_seed(1)
-    got = _attention_math(q, k, v, None, 0.2)
+    got = dropout_attention(q, k, v, None, 0.2)
     torch.manual_seed(1)
     drop = drop_mask((2, 4, 9, 9), 0.2, "cpu")
     weights = (q @ k.transpose(-1, -2) / 8 ** 0.5).softmax(-1)
@@ -88,6 +89,32 @@ def test_attention_and_residual_dropout_equal_plain_dropout_with_the_same_mask()
     torch.manual_seed(2)
     ref = residual.bfloat16() + x.bfloat16().masked_fill(drop_mask((2, 5, 8), 0.3, "cpu"), 0) / 0.7
     torch.testing.assert_close(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_dropout_attention_gradients_equal_autograd(monkeypatch, dtype):
+    """Several chunks of heads (the last one shorter), padding, fewer queries than keys:
+    outputs and q/k/v gradients equal autograd's on the plain math with the same mask."""
+    monkeypatch.setattr(transformer, "_ATTENTION_CHUNK", 3 * 7 * 11)  # 3 of 2 x 4 heads per chunk
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 7, 8, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(2, 4, 11, 8, dtype=dtype, requires_grad=True) for _ in range(2))
+    attend = torch.ones(2, 1, 1, 11, dtype=torch.bool)
+    attend[1, ..., 8:] = False
+    grad = torch.randn(2, 4, 7, 8, dtype=dtype)
+    torch.manual_seed(1)
+    got = dropout_attention(q, k, v, attend, 0.2)
+    got_grads = torch.autograd.grad(got, (q, k, v), grad)
+    torch.manual_seed(1)
+    drop = drop_mask((2, 4, 7, 11), 0.2, "cpu")
+    scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~attend, float("-inf"))
+    ref = scores.softmax(-1).masked_fill(drop, 0) / 0.8 @ v
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
+    tol = {} if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got, ref, **tol)
+    for g, r in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, r, **tol)
+    assert got_grads[1][1, :, 8:].abs().max() == 0, "padded keys get no gradient"
 
 
 def test_cpu_dropout_distribution_gradient_and_seed():

@@ -30,6 +30,7 @@ ACTIVATIONS = {
 
 
 _INT64_MIN = torch.iinfo(torch.int64).min
+_INT16_MIN = torch.iinfo(torch.int16).min
 
 
 def _random_int16(shape, device) -> torch.Tensor:
@@ -52,10 +53,19 @@ def drop_mask(shape, p: float, device) -> torch.Tensor:
 
 
 def keep_weights(shape, p: float, device, dtype) -> torch.Tensor:
-    """``(~drop_mask(shape, p, device)).to(dtype)`` from the same random draws, in one pass:
-    in bf16, multiplying by it is several times faster than ``masked_fill``."""
-    one, zero = torch.ones((), dtype=dtype, device=device), torch.zeros((), dtype=dtype, device=device)
-    return torch.where(_random_int16(shape, device) < _threshold(p), zero, one)
+    """``(~drop_mask(shape, p, device)).to(dtype)`` from the same random draws."""
+    return keep_from_draws(_random_int16(shape, device), p, torch.empty(shape, dtype=dtype, device=device))
+
+
+def keep_from_draws(draws: torch.Tensor, p: float, out: torch.Tensor) -> torch.Tensor:
+    """Writes 1.0 where ``draws >= _threshold(p)`` (kept) and 0.0 elsewhere into ``out`` and
+    returns it. Integer clamp to [t - 1, t] minus (t - 1) gives exactly 0 or 1 in three
+    vectorised passes; torch's CPU bool kernels (``masked_fill``, ``where``, bool to float)
+    are not vectorised, and multiplying by these weights is 5-10x faster than ``masked_fill``."""
+    threshold = _threshold(p)
+    if threshold <= _INT16_MIN:  # p below 2^-17: nothing is dropped
+        return out.fill_(1.0)
+    return out.copy_(draws.clamp(threshold - 1, threshold).sub_(threshold - 1))
 
 
 class _CPUDropout(torch.autograd.Function):
@@ -64,16 +74,14 @@ class _CPUDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, p):
-        # fp32: masked_fill with a bool mask is fastest; bf16/fp16: multiplying by 0/1 weights
-        ctx.fill = x.dtype == torch.float32
-        mask = drop_mask(x.shape, p, x.device) if ctx.fill else keep_weights(x.shape, p, x.device, x.dtype)
-        ctx.save_for_backward(mask)
-        return x.masked_fill(mask, 0.0) if ctx.fill else x * mask
+        keep = keep_weights(x.shape, p, x.device, x.dtype)
+        ctx.save_for_backward(keep)
+        return x * keep
 
     @staticmethod
     def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return grad.masked_fill(mask, 0.0) if ctx.fill else grad * mask, None
+        (keep,) = ctx.saved_tensors
+        return grad * keep, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -106,8 +114,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with fairseq's parameter names (``q_proj``, ``k_proj``,
     ``v_proj``, ``out_proj``). Attention goes through ``scaled_dot_product_attention``, except
     when training on a CPU with attention dropout: there torch's SDPA has no fused kernel
-    and falls back to plain math with slow dropout, so the same math runs here with
-    :func:`dropout`."""
+    and falls back to plain math with slow dropout, so :func:`dropout_attention` runs
+    instead."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -132,22 +140,79 @@ class SelfAttention(nn.Module):
         q, k, v = split_heads(self.q_proj(queries)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
         p = self.dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
-            y = _attention_math(q, k, v, attend, p)
+            y = dropout_attention(q, k, v, attend, p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
         return self.out_proj(y.transpose(1, 2).reshape(b, -1, c))
 
 
-def _attention_math(q, k, v, attend, p):
-    """softmax(q k^T / sqrt(d)) v with dropout on the weights, as SDPA's math path; dropout's
-    1 / (1 - p) scale goes on v, T / head_dim times smaller than the weights."""
-    scores = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-1, -2))
-    if attend is not None:
-        scores = scores.masked_fill(~attend, float("-inf"))
-    weights = scores.softmax(-1)
-    if p > 0.0:
-        return torch.matmul(_CPUDropout.apply(weights, p), v * (1.0 / (1.0 - p)))
-    return torch.matmul(weights, v)
+# elements of one chunk's (heads, queries, keys) scores: its work buffers stay in the cache
+_ATTENTION_CHUNK = 1 << 20
+
+
+class _DropoutAttention(torch.autograd.Function):
+    """softmax(q k^T, keys in ``blocked`` left out) with dropout on the weights, times v, for
+    CPU training. Autograd's version streams each (heads, queries, keys) tensor through
+    memory about ten times (scores, softmax, mask, dropout and their gradients); here the
+    softmax output (kept for the backward pass) and the 16-bit dropout draws are the only
+    full-size tensors, and everything else is computed a few heads at a time in work buffers
+    that stay in the cache. Same values as the plain computation (tests/test_speed_paths.py).
+
+    q: (N, Tq, D), already scaled; k, v: (N, T, D); blocked: (N, 1, T) bool or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, blocked, p):
+        n, tq, t = q.size(0), q.size(1), k.size(1)
+        chunk = max(1, _ATTENTION_CHUNK // (tq * t))
+        draws = _random_int16((n, tq, t), q.device)
+        probs, out = q.new_empty(n, tq, t), q.new_empty(n, tq, v.size(2))
+        work = q.new_empty(min(chunk, n), tq, t)
+        for c in _chunks(n, chunk):
+            w = work[: c.stop - c.start]
+            scores = torch.bmm(q[c], k[c].transpose(1, 2), out=w)
+            if blocked is not None:
+                scores.masked_fill_(blocked[c], float("-inf"))
+            torch.ops.aten._softmax.out(scores, -1, False, out=probs[c])
+            dropped = torch.mul(probs[c], keep_from_draws(draws[c], p, out=w), out=w)
+            torch.bmm(dropped, v[c], out=out[c])
+        ctx.save_for_backward(q, k, v, probs, draws)
+        ctx.p, ctx.chunk = p, chunk
+        return out.mul_(1.0 / (1.0 - ctx.p))
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, probs, draws = ctx.saved_tensors
+        n, tq, t = probs.shape
+        grad = grad * (1.0 / (1.0 - ctx.p))
+        gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        keep_work, work = (probs.new_empty(min(ctx.chunk, n), tq, t) for _ in range(2))
+        for c in _chunks(n, ctx.chunk):
+            m = c.stop - c.start
+            keep = keep_from_draws(draws[c], ctx.p, out=keep_work[:m])
+            torch.bmm(torch.mul(probs[c], keep, out=work[:m]).transpose(1, 2), grad[c], out=gv[c])
+            grad_dropped = torch.bmm(grad[c], v[c].transpose(1, 2), out=work[:m]).mul_(keep)
+            grad_scores = torch.ops.aten._softmax_backward_data.out(
+                grad_dropped, probs[c], -1, probs.dtype, grad_input=keep_work[:m])
+            torch.bmm(grad_scores, k[c], out=gq[c])
+            torch.bmm(grad_scores.transpose(1, 2), q[c], out=gk[c])
+        return gq, gk, gv, None, None
+
+
+def _chunks(n: int, size: int):
+    return (slice(i, min(i + size, n)) for i in range(0, n, size))
+
+
+def dropout_attention(q, k, v, attend, p):
+    """softmax(q k^T / sqrt(d)) v with dropout ``p`` on the weights, as SDPA's math path, for
+    CPU training (torch's SDPA has no fused CPU kernel with dropout). q: (B, H, Tq, D);
+    k, v: (B, H, T, D); attend: (B, 1, 1, T) bool (True: may be attended) or None."""
+    b, h, tq, d = q.shape
+    t = k.size(2)
+    blocked = None if attend is None else (~attend).expand(b, h, 1, t).reshape(b * h, 1, t)
+    q = (q * (1.0 / math.sqrt(d))).reshape(b * h, tq, d)
+    k, v = k.reshape(b * h, t, d), v.reshape(b * h, t, d)
+    with torch.autocast("cpu", enabled=False):  # under autocast, q, k and v are already bf16
+        return _DropoutAttention.apply(q, k, v, blocked, p).view(b, h, tq, d)
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
