@@ -20,7 +20,7 @@ from conftest import REPO, read_wav
 sys.path.insert(0, str(REPO))
 
 import mae_ast.hear as hear  # noqa: E402
-from mae_ast.core import MAEAST, MAEASTConfig, fbank, mae_ast_loss  # noqa: E402
+from mae_ast.core import MAEAST, MAEASTConfig, checkpoint, fbank, mae_ast_loss  # noqa: E402
 
 SR = 16000
 KERNELS = {"patch": (16, 16), "frame": (2, 128)}
@@ -65,9 +65,7 @@ def train_and_save(cfg: MAEASTConfig, speech_wavs, path: Path, mask_type: str, s
         opt.zero_grad()
         loss.backward()
         opt.step()
-    task = {"sample_rate": SR, "feature_dim": 128, "feature_type": "fbank", "mask_type": mask_type,
-            "max_sample_size": 250000}
-    torch.save({"cfg": {"model": dataclasses.asdict(cfg), "task": task}, "model": model.state_dict()}, path)
+    checkpoint.save(path, model, sample_rate=SR, max_sample_size=250000)
     return str(path)
 
 

@@ -1,6 +1,5 @@
 """tools/visualize.py, tools/extract_features.py and mae_ast.analysis on tiny checkpoints (a patch
 and a frame model, written in the training checkpoints' layout) and real espeak-ng speech."""
-import dataclasses
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import torch
 
 from conftest import REPO, read_wav
 from mae_ast import analysis
-from mae_ast.core import MAEAST, MAEASTConfig
+from mae_ast.core import MAEAST, MAEASTConfig, checkpoint
 
 SR = 16000
 
@@ -28,10 +27,7 @@ def tiny_checkpoint(path, patch=True, layers=2, seed=0):
     with torch.no_grad():  # input statistics of log-mel, as after training
         model.batch_norm.running_mean.fill_(-8.0)
         model.batch_norm.running_var.fill_(16.0)
-    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(cfg)},
-                        "task": {"_name": "mae_ast_pretraining", "sample_rate": SR, "feature_dim": 128,
-                                 "mask_type": mask_type, "max_sample_size": 48000}},
-                "model": model.state_dict()}, path)
+    checkpoint.save(path, model, sample_rate=SR, max_sample_size=48000)
     return str(path)
 
 

@@ -102,15 +102,10 @@ def test_original_layout_checkpoint_loads_into_ours(tmp_path):
     """A checkpoint written by the original model (s3prl's copy) loads strictly into ours."""
     from test_core import stock_model, tiny_cfg
 
-    import dataclasses
-
     cfg = tiny_cfg()
     stock = stock_model(cfg).eval()
     path = tmp_path / "original.pt"
-    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(cfg)},
-                        "task": {"_name": "mae_ast_pretraining", "feature_dim": 128, "mask_type": "chunk_mask",
-                                 "feature_type": "fbank", "sample_rate": 16000, "feature_rate": 100}},
-                "model": stock.state_dict()}, path)
+    checkpoint.save(path, MAEAST(cfg, mask_type="chunk_mask"), state_dict=stock.state_dict())
     state = checkpoint.load(str(path))
     ours = MAEAST(checkpoint.model_config(state["cfg"]["model"])).eval()
     ours.load_state_dict(state["model"], strict=True)

@@ -13,7 +13,6 @@ The batch is 16 waveforms of 1 to 10 s (fixed seed). Both forwards run under
 reported, and the outputs are compared on each example's valid frames.
 """
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -26,19 +25,14 @@ sys.path.insert(0, str(REPO))
 
 
 def paper_checkpoint(path: Path, frame: bool) -> Path:
-    from mae_ast.core import MAEAST, MAEASTConfig
+    from mae_ast.core import MAEAST, MAEASTConfig, checkpoint
 
     k = (2, 128) if frame else (16, 16)
     cfg = MAEASTConfig(ast_kernel_size_time=k[0], ast_kernel_size_chan=k[1],
                        ast_kernel_stride_time=k[0], ast_kernel_stride_chan=k[1],
                        enc_sine_pos=True, dec_sine_pos=True, encoder_layerdrop=0.05)
     torch.manual_seed(0)
-    model = MAEAST(cfg)
-    task = {"_name": "mae_ast_pretraining", "sample_rate": 16000, "feature_type": "fbank",
-            "feature_rate": 100, "feature_dim": 128, "deltas": False,
-            "mask_type": "random_mask" if frame else "chunk_mask"}
-    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(cfg)}, "task": task},
-                "model": model.state_dict()}, path)
+    checkpoint.save(path, MAEAST(cfg, mask_type="random_mask" if frame else "chunk_mask"), deltas=False)
     return path
 
 

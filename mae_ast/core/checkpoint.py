@@ -1,5 +1,6 @@
 """Reading, checking and exporting MAE-AST checkpoints (fairseq layout: ``cfg`` with ``model``
 and ``task`` sections, ``model`` state dict), without fairseq."""
+import dataclasses
 import os
 from typing import Dict, Optional
 
@@ -92,6 +93,19 @@ def _patch_dim(sd):
 
 def _layers(sd, prefix):
     return len({k.split(".")[2] for k in sd if k.startswith(prefix + ".layers.")})
+
+
+def save(path: str, model: torch.nn.Module, state_dict: Optional[Dict[str, torch.Tensor]] = None,
+         **task) -> None:
+    """Write ``model`` (an MAEAST) in our training checkpoints' layout (``cfg.model`` with
+    ``_name``, ``cfg.task``, ``model``), which :func:`load_model`, the s3prl upstream, the HEAR
+    module and fairseq's restore read: for models built or trained without fairseq.
+    ``state_dict`` (default: the model's own) writes other weights with the same names, e.g.
+    the original implementation's; ``task`` adds or overrides ``cfg.task`` keys."""
+    cfg_task = {"_name": "mae_ast_pretraining", "sample_rate": 16000, "feature_type": "fbank",
+                "feature_rate": 100, "feature_dim": model.feature_dim, "mask_type": model.mask_type, **task}
+    torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(model.cfg)}, "task": cfg_task},
+                "model": model.state_dict() if state_dict is None else state_dict}, path)
 
 
 def export(state: dict) -> dict:
