@@ -7,10 +7,11 @@ original implementation load unchanged; the computation goes through
 GPU, fused on CPU), which fairseq's MultiheadAttention does not use.
 
 Fast paths (tests/test_speed_paths.py checks each against the plain computation): on CPU,
-dropout masks from 16-bit slices of 64-bit random draws
-(torch's ``bernoulli_`` draws one Mersenne-twister number per element, serially) with the
-1 / (1 - p) scale folded into the next add; and ``query_idx``, which lets the decoder's last
-layer compute only the positions the loss reads.
+dropout masks from 16-bit slices of 64-bit random draws (torch's ``bernoulli_`` draws one
+Mersenne-twister number per element, serially), applied as 0/1 weights with the
+1 / (1 - p) scale folded into the next add; attention with dropout as one autograd function
+over cache-sized chunks of heads (:class:`_DropoutAttention`); and ``query_idx``, which lets
+the decoder's last layer compute only the positions the loss reads.
 """
 import math
 from typing import List, Optional, Tuple
@@ -172,6 +173,7 @@ class _DropoutAttention(torch.autograd.Function):
             scores = torch.bmm(q[c], k[c].transpose(1, 2), out=w)
             if blocked is not None:
                 scores.masked_fill_(blocked[c], float("-inf"))
+            # (ATen's out= variants write into the saved tensor / work buffer: no allocation)
             torch.ops.aten._softmax.out(scores, -1, False, out=probs[c])
             dropped = torch.mul(probs[c], keep_from_draws(draws[c], p, out=w), out=w)
             torch.bmm(dropped, v[c], out=out[c])
