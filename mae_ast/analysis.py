@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import checkpoint
-from .core.features import fbank, num_frames, samples_for_frames
+from .core.features import fbank, num_frames
 from .core.masking import compute_mask
 from .core.model import MAEAST
 from .hear import MAEASTHear, max_chunk_steps  # chunked encoding of long clips, shared
@@ -54,11 +54,6 @@ def read_audio(path: str, max_seconds: Optional[float] = None, start_seconds: fl
     return read(path, SAMPLE_RATE, int(start_seconds * SAMPLE_RATE), num)
 
 
-def min_samples(model: MAEAST) -> int:
-    """Fewest samples that give one token (shorter input is zero-padded up to it)."""
-    return samples_for_frames(model.kernel[0], SAMPLE_RATE)
-
-
 def logmel(wav: torch.Tensor, feature_dim: int = 128) -> torch.Tensor:
     """(frames, feature_dim) Kaldi log-mel of a 1-D waveform."""
     return fbank(wav.float().reshape(1, -1), SAMPLE_RATE, feature_dim)[0]
@@ -66,8 +61,8 @@ def logmel(wav: torch.Tensor, feature_dim: int = 128) -> torch.Tensor:
 
 def _features(model: MAEAST, wav: torch.Tensor) -> torch.Tensor:
     wav = wav.float().reshape(-1)
-    if wav.numel() < min_samples(model):
-        wav = F.pad(wav, (0, min_samples(model) - wav.numel()))
+    if wav.numel() < model.min_samples(SAMPLE_RATE):
+        wav = F.pad(wav, (0, model.min_samples(SAMPLE_RATE) - wav.numel()))
     device = next(model.parameters()).device
     return fbank(wav.to(device)[None], SAMPLE_RATE, model.feature_dim)  # (1, frames, dim)
 
@@ -77,7 +72,7 @@ def _max_frames(model: MAEAST, chunk_seconds: Optional[float]) -> int:
     kt, st = model.kernel[0], model.stride[0]
     steps = model.cfg.max_token_length // model.n_freq
     if chunk_seconds:
-        steps = min(steps, max(1, (num_frames(int(chunk_seconds * SAMPLE_RATE)) - kt) // st + 1))
+        steps = min(steps, max(1, model.time_steps(num_frames(int(chunk_seconds * SAMPLE_RATE)))))
     return (steps - 1) * st + kt
 
 

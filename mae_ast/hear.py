@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from mae_ast.core import MAEAST, checkpoint
 from mae_ast.core.model import inference_precision
-from mae_ast.core.features import fbank, num_frames, samples_for_frames
+from mae_ast.core.features import fbank, num_frames
 
 SAMPLE_RATE = 16000
 FBANK_HOP_MS = 10.0
@@ -75,7 +75,7 @@ class MAEASTHear(nn.Module):
         self.hop_ms = st * FBANK_HOP_MS
         self.first_timestamp_ms = (kt - 1) / 2 * FBANK_HOP_MS + FBANK_WINDOW_MS / 2
         # fewest samples that give one token: shorter clips are zero-padded up to it
-        self.min_samples = samples_for_frames(kt, SAMPLE_RATE)
+        self.min_samples = model.min_samples(SAMPLE_RATE)
 
     @property
     def device(self) -> torch.device:
@@ -83,8 +83,7 @@ class MAEASTHear(nn.Module):
 
     def num_steps(self, num_samples: int) -> int:
         """Timestamps a clip of ``num_samples`` gets."""
-        kt, st = self.model.kernel[0], self.model.stride[0]
-        return (num_frames(max(num_samples, self.min_samples), SAMPLE_RATE) - kt) // st + 1
+        return self.model.time_steps(num_frames(max(num_samples, self.min_samples), SAMPLE_RATE))
 
     def timestamps(self, steps: int, device=None) -> torch.Tensor:
         """(steps,) float32 milliseconds: the centre of each token's fbank frames."""
@@ -223,13 +222,11 @@ def resolve_layers(layers: LayerSpec, n_layers: int) -> Tuple[int, ...]:
 
 def max_chunk_steps(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float]) -> Optional[int]:
     """Most token time steps encoded at once (None: no limit)."""
-    kt, st = model.kernel[0], model.stride[0]
     limits = []
     samples = (chunk_seconds * SAMPLE_RATE if chunk_seconds is not None
                else cfg_task.get("max_sample_size"))
     if samples:
-        frames = num_frames(max(int(samples), samples_for_frames(kt)))
-        limits.append((frames - kt) // st + 1)
+        limits.append(model.time_steps(num_frames(max(int(samples), model.min_samples(SAMPLE_RATE)))))
     if model.cfg.enc_sine_pos:
         limits.append(model.cfg.max_token_length // model.n_freq)
     return max(1, min(limits)) if limits else None

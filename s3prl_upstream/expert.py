@@ -38,7 +38,8 @@ except ImportError:  # pragma: no cover - s3prl is what calls us
 
 from mae_ast.core import checkpoint
 from mae_ast.core.model import inference_precision
-from mae_ast.core.features import fbank, num_frames, samples_for_frames
+from mae_ast.core.transformer import attention
+from mae_ast.core.features import fbank, num_frames
 
 FBANK_HOP_SECONDS = 0.010
 
@@ -55,15 +56,14 @@ class UpstreamExpert(UpstreamBase):
         self.model = model
         self.hop = int(round(self.sample_rate * FBANK_HOP_SECONDS))
         # fewest samples that give one token
-        self.min_samples = samples_for_frames(model.kernel[0], self.sample_rate)
+        self.min_samples = model.min_samples(self.sample_rate)
 
     def get_downsample_rates(self, key: str = None) -> int:
         return int(self.model.stride[0] * self.hop)
 
     def num_output_frames(self, num_samples: int) -> int:
         """Valid frames for a waveform of ``num_samples`` (before the stock truncation)."""
-        frames = num_frames(max(num_samples, self.min_samples), self.sample_rate)
-        return (frames - self.model.kernel[0]) // self.model.stride[0] + 1
+        return self.model.time_steps(num_frames(max(num_samples, self.min_samples), self.sample_rate))
 
     def forward(self, wavs: List[torch.Tensor]):
         device = wavs[0].device
@@ -80,9 +80,8 @@ class UpstreamExpert(UpstreamBase):
                 frames, device=device)[:, None]
 
         model = self.model
-        kt, st = model.kernel[0], model.stride[0]
         patches = model.patchify(model.normalise(features, padding_mask))  # (B, T, kt * kc)
-        tokens = [((f - kt) // st + 1) * model.n_freq for f in frames]  # valid tokens per example
+        tokens = [model.time_steps(f) * model.n_freq for f in frames]  # valid tokens per example
         if self.precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 x, hidden = self._encode(patches, tokens)
@@ -166,7 +165,7 @@ class UpstreamExpert(UpstreamBase):
         for count, length in groups:
             chunk = qkv[start:start + count * length].view(count, length, 3, heads, dim // heads)
             q, k, v = chunk.permute(2, 0, 3, 1, 4).unbind(0)  # (count, heads, length, head_dim)
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+            y = attention(q, k, v, p=dropout)
             outputs.append(y.transpose(1, 2).reshape(count * length, dim))
             start += count * length
         return attn.out_proj(outputs[0] if len(outputs) == 1 else torch.cat(outputs))

@@ -119,7 +119,7 @@ def test_extract_features(ckpts, audio_dir, tmp_path):
         assert feats.dtype == np.float32 and feats.shape[1] == 8 * 32 and np.isfinite(feats).all()
         np.testing.assert_allclose(mean, feats.mean(0), rtol=1e-5, atol=1e-6)
         n16 = len(analysis.read_audio(str(next(audio_dir.glob(rel + ".*")))))
-        n16 = max(n16, analysis.min_samples(model))  # shorter is zero-padded to one token
+        n16 = max(n16, model.min_samples())  # shorter is zero-padded to one token
         frames = (max(0, (n16 - 400) // 160 + 1) - 16) // 16 + 1  # one step per 16 fbank frames
         assert feats.shape[0] == max(1, frames), rel
     # unchunked, our features are the s3prl upstream's; chunked (7 s in 3 s crops), each chunk

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import MAEASTConfig
+from .features import samples_for_frames
 from .masking import MaskPlan, compute_mask
 from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
 
@@ -117,6 +118,14 @@ class MAEAST(nn.Module):
         valid_frames = (~frame_padding).sum(1, keepdim=True)
         t_block = torch.arange(num_tokens, device=frame_padding.device) // self.n_freq
         return t_block.unsqueeze(0) * self.stride[0] + self.kernel[0] > valid_frames
+
+    def time_steps(self, frames: int) -> int:
+        """Token time steps (of ``n_freq`` tokens each) in ``frames`` fbank frames."""
+        return (frames - self.kernel[0]) // self.stride[0] + 1
+
+    def min_samples(self, sample_rate: int = 16000) -> int:
+        """Fewest waveform samples that give one token (shorter input is zero-padded to it)."""
+        return samples_for_frames(self.kernel[0], sample_rate)
 
     def grid(self, num_tokens: int):
         return (num_tokens // self.n_freq, self.n_freq)
