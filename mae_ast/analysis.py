@@ -19,12 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from .core import checkpoint
-from .core.features import fbank, num_frames
+from .core.extractor import chunk_steps_for, extract, num_steps
+from .core.features import SAMPLE_RATE, fbank
 from .core.masking import compute_mask
 from .core.model import MAEAST
-from .hear import MAEASTHear, max_chunk_steps  # chunked encoding of long clips, shared
-
-SAMPLE_RATE = 16000
 
 
 def load(path: str, device="cpu", decoder: bool = True) -> MAEAST:
@@ -69,11 +67,10 @@ def _features(model: MAEAST, wav: torch.Tensor) -> torch.Tensor:
 
 def _max_frames(model: MAEAST, chunk_seconds: Optional[float]) -> int:
     """Most fbank frames encoded at once: whole tokens, within max_token_length."""
-    kt, st = model.kernel[0], model.stride[0]
     steps = model.cfg.max_token_length // model.n_freq
     if chunk_seconds:
-        steps = min(steps, max(1, model.time_steps(num_frames(int(chunk_seconds * SAMPLE_RATE)))))
-    return (steps - 1) * st + kt
+        steps = min(steps, num_steps(model, int(chunk_seconds * SAMPLE_RATE)))
+    return (steps - 1) * model.stride[0] + model.kernel[0]
 
 
 def _fold(tokens: torch.Tensor, model: MAEAST, n_time: int) -> torch.Tensor:
@@ -157,15 +154,11 @@ def plot_reconstruction(rec: Dict[str, np.ndarray], path: str, title: str = "") 
 
 @torch.no_grad()
 def embed_layers(model: MAEAST, wav: torch.Tensor, chunk_seconds: Optional[float] = None) -> List[torch.Tensor]:
-    """Every encoder layer's output for one clip, [layer 1, ..., layer N], each (steps, dim):
-    one frame per token time step (``ast_kernel_stride_time`` x 10 ms); patch models concatenate
-    the frequency patches of a step (dim = n_freq_patches * encoder_embed_dim). Long clips are
-    encoded in chunks of at most ``chunk_seconds`` (default: ``task.max_sample_size``)."""
-    n = len(model.encoder.layers)
-    steps = max_chunk_steps(model, getattr(model, "cfg_task", {}), chunk_seconds)
-    encoder = MAEASTHear(model, tuple(range(1, n + 1)), "concat", steps, "fp32")
-    every_layer = encoder(wav.float().reshape(1, -1))[0]  # (steps, n * dim), layers side by side
-    return [h.cpu().contiguous() for h in every_layer.split(encoder.timestamp_embedding_size // n, dim=-1)]
+    """Every encoder layer's output for one clip, [layer 1, ..., layer N], each (steps, dim),
+    on the CPU: the frames of ``mae_ast.core.extractor.extract``. Long clips are encoded in
+    chunks of at most ``chunk_seconds`` (default: ``task.max_sample_size``)."""
+    steps = chunk_steps_for(model, getattr(model, "cfg_task", {}), chunk_seconds)
+    return [h[0].cpu() for h in extract(model, [wav.float().reshape(-1)], chunk_steps=steps).hidden_states]
 
 
 def embed(model: MAEAST, wav: torch.Tensor, layer: int = -1, chunk_seconds: Optional[float] = None) -> torch.Tensor:

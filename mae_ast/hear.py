@@ -45,12 +45,10 @@ import torch
 import torch.nn as nn
 
 from mae_ast.core import MAEAST, checkpoint
+from mae_ast.core.extractor import chunk_steps_for, extract, num_steps
+from mae_ast.core.features import HOP_SECONDS, SAMPLE_RATE, WINDOW_SECONDS
 from mae_ast.core.model import inference_precision
-from mae_ast.core.features import fbank, num_frames
 
-SAMPLE_RATE = 16000
-FBANK_HOP_MS = 10.0
-FBANK_WINDOW_MS = 25.0
 LayerSpec = Union[str, int, Sequence[int]]
 
 
@@ -72,10 +70,8 @@ class MAEASTHear(nn.Module):
         kt, st = model.kernel[0], model.stride[0]
         width = model.n_freq * model.cfg.encoder_embed_dim * (len(layers) if combine == "concat" else 1)
         self.scene_embedding_size = self.timestamp_embedding_size = int(width)
-        self.hop_ms = st * FBANK_HOP_MS
-        self.first_timestamp_ms = (kt - 1) / 2 * FBANK_HOP_MS + FBANK_WINDOW_MS / 2
-        # fewest samples that give one token: shorter clips are zero-padded up to it
-        self.min_samples = model.min_samples(SAMPLE_RATE)
+        self.hop_ms = st * HOP_SECONDS * 1000
+        self.first_timestamp_ms = ((kt - 1) / 2 * HOP_SECONDS + WINDOW_SECONDS / 2) * 1000
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +79,7 @@ class MAEASTHear(nn.Module):
 
     def num_steps(self, num_samples: int) -> int:
         """Timestamps a clip of ``num_samples`` gets."""
-        return self.model.time_steps(num_frames(max(num_samples, self.min_samples), SAMPLE_RATE))
+        return num_steps(self.model, num_samples)
 
     def timestamps(self, steps: int, device=None) -> torch.Tensor:
         """(steps,) float32 milliseconds: the centre of each token's fbank frames."""
@@ -93,48 +89,15 @@ class MAEASTHear(nn.Module):
     @torch.no_grad()
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, steps, timestamp_embedding_size) float32, on the model's device."""
-        wavs = audio.to(self.device, torch.float32)
-        if wavs.size(1) < self.min_samples:
-            wavs = nn.functional.pad(wavs, (0, self.min_samples - wavs.size(1)))
-        steps = self.num_steps(wavs.size(1))
-        if wavs.size(0) == 0:
-            return wavs.new_zeros(0, steps, self.timestamp_embedding_size)
-        feats = fbank(wavs, SAMPLE_RATE, self.model.feature_dim)  # (B, frames, mels)
-        return self._chunked(feats, steps)
-
-    def _chunked(self, feats: torch.Tensor, steps: int) -> torch.Tensor:
-        """Encode ``steps`` token time steps in chunks of at most ``chunk_steps``; the full
-        chunks of every clip go through the encoder as one batch."""
-        kt, st = self.model.kernel[0], self.model.stride[0]
-        batch = feats.size(0)
-        size = min(self.chunk_steps or steps, steps)
-        full, rest = divmod(steps, size)
-        span = (size - 1) * st + kt  # fbank frames of a full chunk
-        out = []
-        if full:
-            chunks = feats[:, :(full - 1) * size * st + span].unfold(1, span, size * st)  # (B, full, mels, span)
-            chunks = chunks.transpose(2, 3).reshape(batch * full, span, feats.size(-1))
-            out.append(self._encode(chunks).reshape(batch, full * size, -1))
-        if rest:
-            start = full * size * st
-            out.append(self._encode(feats[:, start:start + (rest - 1) * st + kt]))
-        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
-
-    def _encode(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, frames, mels) -> (B, steps, width): the chosen layers, frequency patches of one
-        time step side by side (tokens are time-major)."""
-        n_layers = len(self.model.encoder.layers)
-        stop = max(self.layers)
-        with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            # stopping early skips layers nobody asked for
-            out = self.model(feats, None, mask=False, output_layer=None if stop == n_layers else stop)
-        picked = [out["x"] if i == n_layers else out["hidden_states"][i - 1] for i in self.layers]
-        picked = [h.float().reshape(h.size(0), -1, self.model.n_freq * h.size(-1)) for h in picked]
+        if audio.size(0) == 0:
+            steps = self.num_steps(audio.size(1))
+            return audio.new_zeros(0, steps, self.timestamp_embedding_size, device=self.device)
+        out = extract(self.model, audio, layers=self.layers, chunk_steps=self.chunk_steps,
+                      precision=self.precision)
+        picked = out.hidden_states
         if len(picked) == 1:
             return picked[0]
-        if self.combine == "concat":
-            return torch.cat(picked, dim=-1)
-        return torch.stack(picked).mean(0)
+        return torch.cat(picked, dim=-1) if self.combine == "concat" else torch.stack(picked).mean(0)
 
 
 def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine: str = "mean",
@@ -161,7 +124,7 @@ def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine
         raise ValueError(f"combine must be mean or concat, not {combine!r}")
     model, cfg_task = checkpoint.load_model(model_file_path, decoder=False, sample_rate=SAMPLE_RATE)
     chosen = resolve_layers(layers, len(model.encoder.layers))
-    steps = max_chunk_steps(model, cfg_task, chunk_seconds)
+    steps = chunk_steps_for(model, cfg_task, chunk_seconds)
     return MAEASTHear(model, chosen, combine, steps, precision)
 
 
@@ -218,18 +181,6 @@ def resolve_layers(layers: LayerSpec, n_layers: int) -> Tuple[int, ...]:
     if not resolved or any(not 1 <= i <= n_layers for i in resolved):
         raise error
     return resolved
-
-
-def max_chunk_steps(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float]) -> Optional[int]:
-    """Most token time steps encoded at once (None: no limit)."""
-    limits = []
-    samples = (chunk_seconds * SAMPLE_RATE if chunk_seconds is not None
-               else cfg_task.get("max_sample_size"))
-    if samples:
-        limits.append(model.time_steps(num_frames(max(int(samples), model.min_samples(SAMPLE_RATE)))))
-    if model.cfg.enc_sine_pos:
-        limits.append(model.cfg.max_token_length // model.n_freq)
-    return max(1, min(limits)) if limits else None
 
 
 def _check_audio(audio) -> torch.Tensor:

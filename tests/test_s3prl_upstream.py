@@ -109,24 +109,60 @@ def test_equals_stock_upstream_on_equal_lengths(kind, checkpoints, original_chec
     assert ours.get_downsample_rates("hidden_states") == kt * 160
 
 
+def s3prl_valid_frames(n, rate):
+    """How many frames s3prl's wrapper counts as valid for a clip of n samples."""
+    return (n - 1) // rate + 1
+
+
 @pytest.mark.parametrize("kind", ["patch", "frame"])
 def test_mixed_lengths_equal_each_alone(kind, checkpoints, speech_wavs):
+    """Every frame s3prl counts as valid is the same alone and in a batch: the model's own
+    frames equal, and the frames s3prl counts past them repeat the clip's last frame (what
+    s3prl's wrapper appends to a clip alone)."""
     up = UpstreamExpert(checkpoints[kind]).eval()
-    lengths = [SR, int(3.3 * SR), 800, int(1.7 * SR), 2900]
+    lengths = [SR, int(3.3 * SR), 800, int(1.7 * SR), 2900, 43670, 28623]
     wavs = speech(speech_wavs, lengths)
     rate = up.get_downsample_rates("hidden_states")
     with torch.no_grad():
         batch = up(wavs)
-        expected = [min(up.num_output_frames(n), len(range(0, n, rate))) for n in lengths]
-        assert batch["hidden_states"][0].size(1) == max(expected)
+        assert batch["hidden_states"][0].size(1) == len(range(0, max(lengths), rate)) - 1
         for i, wav in enumerate(wavs):
             alone = up([wav])
-            valid = alone["hidden_states"][0].size(1)
-            assert valid == expected[i] >= 1
+            own = alone["hidden_states"][0].size(1)
+            counted = min(s3prl_valid_frames(lengths[i], rate), batch["hidden_states"][0].size(1))
+            assert 1 <= own <= counted or own == 1
             for h_batch, h_alone in zip(batch["hidden_states"] + [batch["last_hidden_state"]],
                                         alone["hidden_states"] + [alone["last_hidden_state"]]):
-                torch.testing.assert_close(h_batch[i:i + 1, :valid], h_alone, atol=1e-5, rtol=1e-5)
-                assert h_batch[i, valid:].abs().max().item() == 0 if valid < h_batch.size(1) else True
+                torch.testing.assert_close(h_batch[i:i + 1, :own], h_alone, atol=1e-5, rtol=1e-5)
+                for extra in range(own, counted):  # the frames s3prl counts that the model lacks
+                    torch.testing.assert_close(h_batch[i, extra], h_alone[0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_s3prl_wrapper_gives_a_clip_the_same_features_in_any_batch(s3prl_site, checkpoints):
+    """Through s3prl's own ``S3PRLUpstream`` (s3prl.nn), on the lengths of its pseudo wavs."""
+    code = (
+        "import torch\n"
+        "from s3prl.nn import S3PRLUpstream\n"
+        f"up = S3PRLUpstream('mae_ast', path_or_url={checkpoints['patch']!r}).eval()\n"
+        "gen = torch.Generator().manual_seed(0)\n"
+        "lengths = torch.tensor([43670, 28623, 16000])\n"
+        "wavs = torch.randn(3, 43670, generator=gen) * 0.1\n"
+        "with torch.no_grad():\n"
+        "    hs, lens = up(wavs, lengths)\n"
+        "    worst = 0.0\n"
+        "    for i, n in enumerate(lengths.tolist()):\n"
+        "        alone, alone_lens = up(wavs[i:i + 1, :n], lengths[i:i + 1])\n"
+        "        for a, b, la, lb in zip(alone, hs, alone_lens, lens):\n"
+        "            assert int(la[0]) == int(lb[i]), (la, lb)\n"
+        "            worst = max(worst, (a[0, :int(la[0])] - b[i, :int(la[0])]).abs().max().item())\n"
+        "print('worst', worst)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(s3prl_site))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=str(s3prl_site), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    worst = float(proc.stdout.split("worst")[-1])
+    assert worst < 1e-4, proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------

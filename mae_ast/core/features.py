@@ -12,11 +12,14 @@ from functools import lru_cache
 
 import torch
 
+SAMPLE_RATE = 16000  # Hz: what every MAE-AST model reads
+WINDOW_SECONDS = 0.025  # one fbank frame's window
+HOP_SECONDS = 0.010  # between fbank frames: 100 frames per second
 PREEMPHASIS = 0.97
 LOW_FREQ_HZ = 20.0
 
 
-def num_frames(num_samples, sample_rate: int = 16000):
+def num_frames(num_samples, sample_rate: int = SAMPLE_RATE):
     """Frames Kaldi produces for ``num_samples`` (``snip_edges=True``); works on ints and tensors."""
     win, hop = _window_and_hop(sample_rate)
     if isinstance(num_samples, torch.Tensor):
@@ -24,14 +27,19 @@ def num_frames(num_samples, sample_rate: int = 16000):
     return 0 if num_samples < win else (num_samples - win) // hop + 1
 
 
-def samples_for_frames(frames: int, sample_rate: int = 16000) -> int:
+def samples_for_frames(frames: int, sample_rate: int = SAMPLE_RATE) -> int:
     """Fewest samples that give ``frames`` frames: the inverse of ``num_frames``."""
     win, hop = _window_and_hop(sample_rate)
     return win + (frames - 1) * hop
 
 
 def _window_and_hop(sample_rate: int):
-    return int(sample_rate * 0.025), int(sample_rate * 0.010)
+    return int(sample_rate * WINDOW_SECONDS), int(sample_rate * HOP_SECONDS)
+
+
+def hop_samples(sample_rate: int = SAMPLE_RATE) -> int:
+    """Samples between the starts of two fbank frames (160 at 16 kHz)."""
+    return _window_and_hop(sample_rate)[1]
 
 
 def _mel(freq):
@@ -62,7 +70,7 @@ def _povey_window(win: int) -> torch.Tensor:
     return torch.hann_window(win, periodic=False, dtype=torch.float64).pow(0.85).float()
 
 
-def fbank(wavs: torch.Tensor, sample_rate: int = 16000, n_mels: int = 128) -> torch.Tensor:
+def fbank(wavs: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mels: int = 128) -> torch.Tensor:
     """Log-mel filterbank of a batch of waveforms.
 
     Args:

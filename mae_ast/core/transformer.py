@@ -1,17 +1,15 @@
-"""Transformer encoder used for both MAE-AST encoder and decoder.
+"""The transformer of MAE-AST's encoder and decoder: post-LN (BERT) layers, as fairseq's.
 
 Parameter names follow fairseq's ``TransformerSentenceEncoderLayer`` (``self_attn.q_proj``,
 ``self_attn_layer_norm``, ``fc1``, ``final_layer_norm``, ...) so that checkpoints of the
-original implementation load unchanged; the computation goes through
-``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on
-GPU, fused on CPU), which fairseq's MultiheadAttention does not use.
+original implementation load unchanged. Attention goes through
+``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on a
+GPU, fused on a CPU); CPU training with dropout takes :mod:`.cpu_kernels` instead (one switch
+there says why and turns it off).
 
-Fast paths (tests/test_speed_paths.py checks each against the plain computation): on CPU,
-dropout masks from 16-bit slices of 64-bit random draws (torch's ``bernoulli_`` draws one
-Mersenne-twister number per element, serially), applied as 0/1 weights with the
-1 / (1 - p) scale folded into the next add; attention with dropout as one autograd function
-over cache-sized chunks of heads (:class:`_DropoutAttention`); and ``query_idx``, which lets
-the decoder's last layer compute only the positions the loss reads.
+Sequences of different lengths (a padded batch) are packed end to end inside the encoder
+(:class:`Packing`): the linear layers see only real tokens and attention runs on each group
+of equal-length sequences, so padding costs nothing and changes nothing.
 """
 import math
 from typing import List, Optional, Tuple
@@ -20,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
+
+from . import cpu_kernels
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -30,79 +30,21 @@ ACTIVATIONS = {
 }
 
 
-_INT64_MIN = torch.iinfo(torch.int64).min
-_INT16_MIN = torch.iinfo(torch.int16).min
-
-
-def _random_int16(shape, device) -> torch.Tensor:
-    n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(_INT64_MIN, None)
-    return bits.view(torch.int16)[:n].view(shape)
-
-
-def _threshold(p: float) -> int:
-    return int(round(p * 65536)) - 32768
-
-
-def drop_mask(shape, p: float, device) -> torch.Tensor:
-    """Bool mask, True (dropped) with probability ``p`` (rounded to a multiple of 2^-16).
-
-    Draws 64 random bits per four elements (torch's CPU generator, so ``torch.manual_seed``
-    still makes runs reproducible): about 5x fewer generator calls than ``bernoulli_``,
-    whose serial Mersenne twister is the slowest part of dropout on a CPU."""
-    return _random_int16(shape, device) < _threshold(p)
-
-
-def keep_weights(shape, p: float, device, dtype) -> torch.Tensor:
-    """``(~drop_mask(shape, p, device)).to(dtype)`` from the same random draws."""
-    return keep_from_draws(_random_int16(shape, device), p, torch.empty(shape, dtype=dtype, device=device))
-
-
-def keep_from_draws(draws: torch.Tensor, p: float, out: torch.Tensor) -> torch.Tensor:
-    """Writes 1.0 where ``draws >= _threshold(p)`` (kept) and 0.0 elsewhere into ``out`` and
-    returns it. Integer clamp to [t - 1, t] minus (t - 1) gives exactly 0 or 1 in three
-    vectorised passes; torch's CPU bool kernels (``masked_fill``, ``where``, bool to float)
-    are not vectorised: multiplying by these weights measured 14x faster than ``masked_fill``
-    with a bool mask on a cache-sized tensor (1.5x on a 35 MB one)."""
-    threshold = _threshold(p)
-    if threshold <= _INT16_MIN:  # p below 2^-17: nothing is dropped
-        return out.fill_(1.0)
-    return out.copy_(draws.clamp(threshold - 1, threshold).sub_(threshold - 1))
-
-
-class _CPUDropout(torch.autograd.Function):
-    """Zeroes dropped elements; the 1 / (1 - p) scale is left to the caller, who folds it
-    into a cheaper place (a residual add's ``alpha``, the small attention values)."""
-
-    @staticmethod
-    def forward(ctx, x, p):
-        keep = keep_weights(x.shape, p, x.device, x.dtype)
-        ctx.save_for_backward(keep)
-        return x * keep
-
-    @staticmethod
-    def backward(ctx, grad):
-        (keep,) = ctx.saved_tensors
-        return grad * keep, None
-
-
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``F.dropout`` with a faster mask on CPU (same distribution up to p's rounding to 2^-16);
-    ``F.dropout`` elsewhere (fused on GPU)."""
     if not training or p <= 0.0:
         return x
-    if p >= 1.0 or x.device.type != "cpu":
-        return F.dropout(x, p, True)
-    return _CPUDropout.apply(x, p).mul_(1.0 / (1.0 - p))
+    if p < 1.0 and cpu_kernels.applies(x):
+        return cpu_kernels.dropout(x, p)
+    return F.dropout(x, p, True)
 
 
 def add_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``residual + dropout(x)``, the scale folded into the add on CPU."""
+    """``residual + dropout(x)``."""
     if not training or p <= 0.0:
         return residual + x
-    if p >= 1.0 or x.device.type != "cpu":
-        return residual + F.dropout(x, p, True)
-    return torch.add(residual, _CPUDropout.apply(x, p), alpha=1.0 / (1.0 - p))
+    if p < 1.0 and cpu_kernels.applies(x):
+        return cpu_kernels.add_dropout(residual, x, p)
+    return residual + F.dropout(x, p, True)
 
 
 class Dropout(nn.Dropout):
@@ -112,9 +54,53 @@ class Dropout(nn.Dropout):
         return dropout(x, self.p, self.training)
 
 
+def attention(q, k, v, attend: Optional[torch.Tensor] = None, p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v with dropout ``p`` on the weights.
+    q: (B, H, Tq, D); k, v: (B, H, T, D); attend: (B, 1, 1, T) bool (True: may be attended)."""
+    if p > 0.0 and cpu_kernels.applies(q):  # torch has no fused CPU kernel with dropout
+        return cpu_kernels.dropout_attention(q, k, v, attend, p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
+
+
+class Packing:
+    """The real tokens of a padded batch laid end to end, longest sequence first.
+
+    padding: (B, T) bool, True on padding (anywhere, not only at the end). ``pack`` turns
+    (B, T, C) into (tokens, C); ``unpack`` puts them back, zeros on padding; ``runs`` lists
+    (sequences, length) of consecutive sequences of equal length, which attention takes as
+    one dense batch each."""
+
+    def __init__(self, padding: torch.Tensor):
+        batch, width = padding.shape
+        lengths = (~padding).sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        rows = order[:, None] * width + torch.arange(width, device=padding.device)
+        self.positions = rows[~padding[order]]  # flat (B * T) index of every real token
+        run_lengths, counts = torch.unique_consecutive(lengths[order], return_counts=True)
+        self.runs = [(c, t) for c, t in zip(counts.tolist(), run_lengths.tolist()) if t > 0]
+        self.shape = (batch, width)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.size(-1)).index_select(0, self.positions)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        full = x.new_zeros(self.shape[0] * self.shape[1], x.size(-1)).index_copy(0, self.positions, x)
+        return full.view(*self.shape, x.size(-1))
+
+    def attention(self, q, k, v, heads: int, p: float) -> torch.Tensor:
+        """(tokens, C) queries, keys and values -> (tokens, C), each sequence on its own."""
+        out, start = [], 0
+        for count, length in self.runs:
+            span = slice(start, start + count * length)
+            split = [y[span].view(count, length, heads, -1).transpose(1, 2) for y in (q, k, v)]
+            out.append(attention(*split, p=p).transpose(1, 2).reshape(count * length, -1))
+            start = span.stop
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with fairseq's parameter names (``q_proj``, ``k_proj``,
-    ``v_proj``, ``out_proj``), computed through :func:`attention`."""
+    ``v_proj``, ``out_proj``)."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -123,102 +109,23 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, attend: Optional[torch.Tensor],
-                query_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (B, T, C); attend: (B, 1, 1, T) bool, True where a key may be attended.
+    def forward(self, x: torch.Tensor, attend, query_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, T, C) with ``attend`` (B, 1, 1, T) bool (True where a key may be attended) or
+        None; or packed tokens (N, C) with ``attend`` their :class:`Packing`.
         query_idx: (B, M) to compute the output at those positions only: (B, M, C)."""
-        b, t, c = x.shape
-        h = self.heads
-
-        def split_heads(y):
-            return y.view(b, -1, h, c // h).transpose(1, 2)
-
-        # (one product on the concatenated q/k/v weights measured no faster on CPU: not worth a
-        # weight copy per step)
+        p = self.dropout if self.training else 0.0
         queries = x if query_idx is None else gather_tokens(x, query_idx)
-        q, k, v = split_heads(self.q_proj(queries)), split_heads(self.k_proj(x)), split_heads(self.v_proj(x))
-        y = attention(q, k, v, attend, self.dropout if self.training else 0.0)
+        # (one product on concatenated q/k/v weights measured no faster on a CPU)
+        q, k, v = self.q_proj(queries), self.k_proj(x), self.v_proj(x)
+        if isinstance(attend, Packing):
+            return self.out_proj(attend.attention(q, k, v, self.heads, p))
+        b, c = x.size(0), x.size(-1)
+
+        def split_heads(y):  # (B, T, C) -> (B, H, T, C / H)
+            return y.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+
+        y = attention(split_heads(q), split_heads(k), split_heads(v), attend, p)
         return self.out_proj(y.transpose(1, 2).reshape(b, -1, c))
-
-
-def attention(q, k, v, attend: Optional[torch.Tensor] = None, p: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v with dropout ``p`` on the weights: ``scaled_dot_product_attention``
-    (flash / memory-efficient kernels on GPU, fused on CPU), except when training on a CPU with
-    dropout, where torch has no fused kernel and :func:`dropout_attention` runs instead.
-    q: (B, H, Tq, D); k, v: (B, H, T, D); attend: (B, 1, 1, T) bool (True: may be attended)."""
-    if p > 0.0 and q.device.type == "cpu":
-        return dropout_attention(q, k, v, attend, p)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=p)
-
-
-# elements of one chunk's (heads, queries, keys) scores: its work buffers stay in the cache
-_ATTENTION_CHUNK = 1 << 20
-
-
-class _DropoutAttention(torch.autograd.Function):
-    """softmax(q k^T, keys in ``blocked`` left out) with dropout on the weights, times v, for
-    CPU training. Autograd's version streams each (heads, queries, keys) tensor through
-    memory about ten times (scores, softmax, mask, dropout and their gradients); here the
-    softmax output (kept for the backward pass) and the 16-bit dropout draws are the only
-    full-size tensors, and everything else is computed a few heads at a time in work buffers
-    that stay in the cache. Same values as the plain computation (tests/test_speed_paths.py).
-
-    q: (N, Tq, D), already scaled; k, v: (N, T, D); blocked: (N, 1, T) bool or None."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, blocked, p):
-        n, tq, t = q.size(0), q.size(1), k.size(1)
-        chunk = max(1, _ATTENTION_CHUNK // (tq * t))
-        draws = _random_int16((n, tq, t), q.device)
-        probs, out = q.new_empty(n, tq, t), q.new_empty(n, tq, v.size(2))
-        work = q.new_empty(min(chunk, n), tq, t)
-        for c in _chunks(n, chunk):
-            w = work[: c.stop - c.start]
-            scores = torch.bmm(q[c], k[c].transpose(1, 2), out=w)
-            if blocked is not None:
-                scores.masked_fill_(blocked[c], float("-inf"))
-            # (ATen's out= variants write into the saved tensor / work buffer: no allocation)
-            torch.ops.aten._softmax.out(scores, -1, False, out=probs[c])
-            dropped = torch.mul(probs[c], keep_from_draws(draws[c], p, out=w), out=w)
-            torch.bmm(dropped, v[c], out=out[c])
-        ctx.save_for_backward(q, k, v, probs, draws)
-        ctx.p, ctx.chunk = p, chunk
-        return out.mul_(1.0 / (1.0 - ctx.p))
-
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, probs, draws = ctx.saved_tensors
-        n, tq, t = probs.shape
-        grad = grad * (1.0 / (1.0 - ctx.p))
-        gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        keep_work, work = (probs.new_empty(min(ctx.chunk, n), tq, t) for _ in range(2))
-        for c in _chunks(n, ctx.chunk):
-            m = c.stop - c.start
-            keep = keep_from_draws(draws[c], ctx.p, out=keep_work[:m])
-            torch.bmm(torch.mul(probs[c], keep, out=work[:m]).transpose(1, 2), grad[c], out=gv[c])
-            grad_dropped = torch.bmm(grad[c], v[c].transpose(1, 2), out=work[:m]).mul_(keep)
-            grad_scores = torch.ops.aten._softmax_backward_data.out(
-                grad_dropped, probs[c], -1, probs.dtype, grad_input=keep_work[:m])
-            torch.bmm(grad_scores, k[c], out=gq[c])
-            torch.bmm(grad_scores.transpose(1, 2), q[c], out=gk[c])
-        return gq, gk, gv, None, None
-
-
-def _chunks(n: int, size: int):
-    return (slice(i, min(i + size, n)) for i in range(0, n, size))
-
-
-def dropout_attention(q, k, v, attend, p):
-    """softmax(q k^T / sqrt(d)) v with dropout ``p`` on the weights, as SDPA's math path, for
-    CPU training (torch's SDPA has no fused CPU kernel with dropout). q: (B, H, Tq, D);
-    k, v: (B, H, T, D); attend: (B, 1, 1, T) bool (True: may be attended) or None."""
-    b, h, tq, d = q.shape
-    t = k.size(2)
-    blocked = None if attend is None else (~attend).expand(b, h, 1, t).reshape(b * h, 1, t)
-    q = (q * (1.0 / math.sqrt(d))).reshape(b * h, tq, d)
-    k, v = k.reshape(b * h, t, d), v.reshape(b * h, t, d)
-    with torch.autocast("cpu", enabled=False):  # under autocast, q, k and v are already bf16
-        return _DropoutAttention.apply(q, k, v, blocked, p).view(b, h, tq, d)
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -247,18 +154,11 @@ class TransformerLayer(nn.Module):
         """With ``query_idx`` (B, M): the layer's output at those positions only, (B, M, C)
         (keys and values still come from every position)."""
         residual = x if query_idx is None else gather_tokens(x, query_idx)
-        return self.around_attention(x, lambda y: self.self_attn(y, attend, query_idx), residual)
-
-    def around_attention(self, x, attention, residual=None):
-        """The layer's norms, residuals, dropouts and FFN around ``attention``, a function from
-        the attention's input to its output (the s3prl upstream passes packed attention here).
-        ``residual``: what the attention output is added to (default ``x``)."""
-        residual = x if residual is None else residual
         p, training = self.dropout.p, self.training
         if self.layer_norm_first:
-            x = add_dropout(residual, attention(self.self_attn_layer_norm(x)), p, training)
+            x = add_dropout(residual, self.self_attn(self.self_attn_layer_norm(x), attend, query_idx), p, training)
             return add_dropout(x, self._ffn(self.final_layer_norm(x)), p, training)
-        x = self.self_attn_layer_norm(add_dropout(residual, attention(x), p, training))
+        x = self.self_attn_layer_norm(add_dropout(residual, self.self_attn(x, attend, query_idx), p, training))
         return self.final_layer_norm(add_dropout(x, self._ffn(x), p, training))
 
 
@@ -286,37 +186,47 @@ class TransformerEncoder(nn.Module):
                 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """x: (B, T, C); padding: (B, T) bool, True on padding.
 
-        Returns the output and the list of every layer's output (B, T, C). With
-        ``last_layer`` = n, stops after n layers and returns that layer's output (no final
-        LayerNorm). With ``query_idx`` (B, M), the last layer computes (and the output and
-        last hidden state hold) only those positions: the same values as gathering them
-        from the full output, for less work."""
-        attend = None if padding is None or not padding.any() else (~padding)[:, None, None, :]
+        Returns the output and the list of every layer's output (B, T, C); padded positions
+        mean nothing (zeros, except on the ``query_idx`` path). With ``last_layer`` = n, stops after n layers and returns that layer's
+        output (no final LayerNorm). With ``query_idx`` (B, M), the last layer computes (and
+        the output and last hidden state hold) only those positions: the same values as
+        gathering them from the full output, for less work."""
+        packing = None
+        if padding is not None and padding.any():
+            if query_idx is None:  # sequences of different lengths: pack them, no work on padding
+                packing = Packing(padding)
+                x, attend = packing.pack(x), packing
+            else:
+                attend = (~padding)[:, None, None, :]
+        else:
+            attend = None
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        hidden_states = []
         layers = self.layers if last_layer is None else self.layers[:last_layer]
-        if self.training and self.layerdrop > 0:
-            # one draw per batch, on the host: a skipped layer costs nothing
-            keep = torch.rand(len(layers)).ge(self.layerdrop).tolist()
-        else:
-            keep = [True] * len(layers)
-        last_kept = max((i for i, kept in enumerate(keep) if kept), default=-1)
-        if query_idx is not None and last_kept < 0:
+        kept = self._kept_layers(len(layers))
+        if query_idx is not None and not kept:
             x = gather_tokens(x, query_idx)
-        for i, (layer, kept) in enumerate(zip(layers, keep)):
-            if not kept:
-                continue
-            q_idx = query_idx if i == last_kept else None
+        hidden_states = []
+        for i in kept:
+            q_idx = query_idx if i == kept[-1] else None
             if self.checkpoint_activations and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, attend, q_idx, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(layers[i], x, attend, q_idx, use_reentrant=False)
             else:
-                x = layer(x, attend, q_idx)
+                x = layers[i](x, attend, q_idx)
             hidden_states.append(x)
         if self.layer_norm_first and last_layer is None:
             x = self.layer_norm(x)
+        if packing is not None:
+            x, hidden_states = packing.unpack(x), [packing.unpack(h) for h in hidden_states]
         return x, hidden_states
+
+    def _kept_layers(self, count: int) -> List[int]:
+        """Indices of the layers that run: all, or with LayerDrop in training a random subset
+        (one draw per batch, on the host: a skipped layer costs nothing)."""
+        if self.training and self.layerdrop > 0:
+            return [i for i, keep in enumerate(torch.rand(count).ge(self.layerdrop).tolist()) if keep]
+        return list(range(count))
 
 
 def init_bert_params(module: nn.Module):

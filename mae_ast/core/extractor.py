@@ -1,0 +1,194 @@
+"""The one road from waveform to features: every feature user (the s3prl upstream, the HEAR
+module, ``analysis``, ``tools/extract_features.py``, fine-tuning) is an adapter over
+:func:`extract`.
+
+    out = extract(model, [wav_a, wav_b])        # 1-D 16 kHz waveforms of any lengths
+    out.hidden_states[-1]                        # (B, steps, frame_dim), zeros past out.steps[i]
+
+What it does, in order:
+1. clips shorter than one token (``model.min_samples()``: 0.175 s for 16x16 patches) are
+   zero-padded up to it, so every clip gets at least one frame;
+2. one batched Kaldi fbank, the input normalisation and the patches (``MAEAST.patchify``);
+3. long clips are cut into segments of at most ``chunk_steps`` token time steps, each encoded
+   on its own with positions from 0 (as the model saw crops in pre-training); the segments of
+   all clips form one batch;
+4. the encoder runs on real tokens only (the core encoder packs sequences of different
+   lengths), no masking;
+5. tokens become frames: one frame per token time step (every ``ast_kernel_stride_time`` x
+   10 ms), the frequency patches of a step side by side (8 x 768 = 6144 dims for the paper's
+   16x16 patch models, 768 for 2x128 frame models).
+
+A clip's features never depend on what else is in its batch (in eval mode: in training mode
+BatchNorm uses batch statistics, as in pre-training).
+"""
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .features import SAMPLE_RATE, fbank, hop_samples, num_frames, samples_for_frames
+from .model import MAEAST
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class Extracted:
+    hidden_states: List[torch.Tensor]  # the chosen layers' outputs, each (B, steps, frame_dim)
+    # (empty when LayerDrop skipped a layer in training: no layer number would be right)
+    output: torch.Tensor  # the encoder output (final LayerNorm for pre-LN models), same shape
+    steps: torch.Tensor  # (B,) frames of each clip; frames past them are zeros
+
+
+def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
+            lengths: Optional[torch.Tensor] = None, layers: Optional[Sequence[int]] = None,
+            chunk_steps: Optional[int] = None, precision: str = "fp32") -> Extracted:
+    """Frame-level features of a batch of 16 kHz waveforms.
+
+    Args:
+        wavs: a list of 1-D waveforms, or a (B, N) batch (then ``lengths``, default all N).
+        layers: 1-based encoder layers for ``hidden_states`` (default all); layers past the
+            highest one asked for are not run (``output`` is then the highest one's output).
+        chunk_steps: longest segment in token time steps (default: no limit but the
+            sinusoidal position table, ``model.max_token_length``).
+        precision: ``fp32`` or ``bf16`` (the encoder under ``torch.autocast``; outputs fp32).
+    Returns:
+        :class:`Extracted` on the model's device; gradients flow unless the caller disables them.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    n_layers = len(model.encoder.layers)
+    layers = tuple(layers) if layers is not None else tuple(range(1, n_layers + 1))
+    stop = max(layers)
+    batch, lengths = _padded_batch(model, wavs, lengths)
+    feats = fbank(batch, SAMPLE_RATE, model.feature_dim)  # (B, frames, mels)
+    frames = num_frames(lengths, SAMPLE_RATE)
+    frame_padding = _padding(frames, feats.size(1))
+    steps = model.time_steps(frames)
+    patches = model.patchify(model.normalise(feats, frame_padding))  # (B, T, kt * kc)
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        tokens = model.post_extract_proj(patches)
+        segments = Segments(steps, tokens.size(1) // model.n_freq, model.n_freq,
+                            max_segment_steps(model, chunk_steps))
+        x = segments.split(tokens)
+        if model.cfg.enc_sine_pos:
+            x = x + model.enc_sine_pos_embed(x.size(1))
+        x, hidden = model.encoder(x, segments.padding, last_layer=None if stop == n_layers else stop)
+
+    def frames_of(h):  # (segments, tokens, D) -> (B, steps, n_freq * D), float32
+        h = segments.join(h.float())
+        return h.reshape(h.size(0), -1, model.n_freq * h.size(-1))
+
+    # (with LayerDrop in training some layers did not run: then no layer is named)
+    chosen = [frames_of(hidden[i - 1]) for i in layers] if len(hidden) == stop else []
+    return Extracted(chosen, frames_of(x), steps)
+
+
+def _padded_batch(model: MAEAST, wavs, lengths) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) float32 on the model's device, at least ``min_samples`` long, and (B,) lengths
+    with clips shorter than ``min_samples`` counted as ``min_samples`` (zero-padded)."""
+    device = next(model.parameters()).device
+    if isinstance(wavs, torch.Tensor):
+        if wavs.dim() != 2:
+            raise ValueError(f"a batch of waveforms is (B, N), got shape {tuple(wavs.shape)}")
+        batch = wavs.to(device, torch.float32)
+        lengths = (torch.full((batch.size(0),), batch.size(1)) if lengths is None
+                   else torch.as_tensor(lengths))
+    else:
+        lengths = torch.tensor([len(w) for w in wavs])
+        batch = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(w).to(device, torch.float32).reshape(-1)
+                                                 for w in wavs], batch_first=True)
+    shortest = model.min_samples(SAMPLE_RATE)
+    if batch.size(1) < shortest:
+        batch = F.pad(batch, (0, shortest - batch.size(1)))
+    return batch, lengths.to(device).clamp_min(shortest)
+
+
+def _padding(lengths: torch.Tensor, width: int) -> Optional[torch.Tensor]:
+    """(B, width) bool, True past each length; None when nothing is padding."""
+    if bool((lengths >= width).all()):
+        return None
+    return torch.arange(width, device=lengths.device)[None] >= lengths[:, None]
+
+
+def max_segment_steps(model: MAEAST, chunk_steps: Optional[int] = None) -> Optional[int]:
+    """Most token time steps encoded at once: ``chunk_steps``, never more than the sinusoidal
+    position table holds (None: no limit)."""
+    limits = [chunk_steps] if chunk_steps else []
+    if model.cfg.enc_sine_pos:
+        limits.append(model.cfg.max_token_length // model.n_freq)
+    return max(1, min(limits)) if limits else None
+
+
+def chunk_steps_for(model: MAEAST, cfg_task: dict, chunk_seconds: Optional[float] = None) -> Optional[int]:
+    """Most token time steps to encode at once: ``chunk_seconds``, else the crop the model saw
+    in pre-training (the checkpoint's ``task.max_sample_size``), within the position table
+    (None: no limit)."""
+    samples = chunk_seconds * SAMPLE_RATE if chunk_seconds is not None else cfg_task.get("max_sample_size")
+    return max_segment_steps(model, num_steps(model, int(samples)) if samples else None)
+
+
+def num_steps(model: MAEAST, num_samples: int) -> int:
+    """Frames (token time steps) :func:`extract` gives a clip of ``num_samples``: at least one."""
+    return model.time_steps(num_frames(max(int(num_samples), model.min_samples(SAMPLE_RATE)), SAMPLE_RATE))
+
+
+class Segments:
+    """Cuts each clip's tokens into segments of at most ``size`` time steps (the clips' real
+    steps only) and puts the encoded segments back. steps: (B,) real steps per clip; width:
+    steps in the (B, width * n_freq, C) token batch."""
+
+    def __init__(self, steps: torch.Tensor, width: int, n_freq: int, size: Optional[int]):
+        self.batch, self.n_freq, self.width = steps.numel(), n_freq, width
+        self.size = width if size is None or size >= width else size
+        if self.size == width:  # one segment per clip: the batch itself
+            self.index = None
+            self.padding = _token_padding(steps, width, n_freq)
+            return
+        clip = torch.repeat_interleave(torch.arange(steps.numel(), device=steps.device), steps)
+        first = torch.cumsum(steps, 0) - steps  # index of each clip's first step among all steps
+        step = torch.arange(clip.numel(), device=steps.device) - first[clip]
+        per_clip = (steps + self.size - 1) // self.size
+        segment = (torch.cumsum(per_clip, 0) - per_clip)[clip] + step // self.size
+        self.count = int(per_clip.sum())
+        self.index = (clip, step, segment, step % self.size)
+        self.padding = _token_padding(torch.bincount(segment, minlength=self.count), self.size, n_freq)
+
+    def split(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, width * n_freq, C) -> (segments, size * n_freq, C), zeros past each segment's end."""
+        if self.index is None:
+            return tokens
+        clip, step, segment, position = self.index
+        c = tokens.size(-1)
+        out = tokens.new_zeros(self.count, self.size, self.n_freq, c)
+        out[segment, position] = tokens.view(tokens.size(0), self.width, self.n_freq, c)[clip, step]
+        return out.view(self.count, self.size * self.n_freq, c)
+
+    def join(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`split`: (B, width * n_freq, C), zeros past each clip's end."""
+        if self.index is None:
+            return x
+        clip, step, segment, position = self.index
+        c = x.size(-1)
+        out = x.new_zeros(self.batch, self.width, self.n_freq, c)
+        out[clip, step] = x.view(self.count, self.size, self.n_freq, c)[segment, position]
+        return out.view(out.size(0), self.width * self.n_freq, c)
+
+
+def _token_padding(steps: torch.Tensor, width: int, n_freq: int) -> Optional[torch.Tensor]:
+    """(B, width * n_freq) bool, True on tokens past each sequence's steps; None if none."""
+    padding = _padding(steps, width)
+    return None if padding is None else padding.repeat_interleave(n_freq, dim=1)
+
+
+def windows(model: MAEAST, num_samples: int, steps_per_window: int) -> Iterator[Tuple[int, int]]:
+    """(first sample, samples) windows of a long clip whose features, extracted one window at a
+    time with a ``chunk_steps`` that divides ``steps_per_window``, are the frames of the whole
+    clip in order: memory stays bounded by the window, whatever the clip's length."""
+    st, kt = model.stride[0], model.kernel[0]
+    total = num_steps(model, num_samples)
+    span = samples_for_frames((steps_per_window - 1) * st + kt, SAMPLE_RATE)
+    for first_step in range(0, total, steps_per_window):
+        start = first_step * st * hop_samples(SAMPLE_RATE)
+        yield start, min(span, max(num_samples - start, 0))
