@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mae_ast.core import MAEAST, MaskPlan, mae_ast_loss
 from mae_ast.core import cpu_kernels
 from mae_ast.core.cpu_kernels import dropout_attention, drop_mask
-from mae_ast.core.transformer import TransformerEncoder, add_dropout, dropout, gather_tokens
+from mae_ast.core.transformer import SelfAttention, TransformerEncoder, add_dropout, dropout, gather_tokens
 from test_core import FRAME, PATCH, stock_model, tiny_cfg
 
 
@@ -248,3 +248,63 @@ def test_fairseq_bf16_training_follows_fp32(corpus, tmp_path):
     for name in ("bf16", "autocast"):
         rel = (smooth(curves[name]) - ref).abs() / ref
         assert rel.max() < 0.02, (name, rel.max().item())
+
+
+def test_private_softmax_ops_keep_their_meaning():
+    """cpu_kernels writes softmax and its gradient with ``torch.ops.aten._softmax.out`` and
+    ``_softmax_backward_data.out`` (private; checked on torch 2.8.0): same values as the
+    public softmax and its autograd gradient, written into the given buffer."""
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 5, 7, dtype=dtype, requires_grad=True)
+        grad = torch.randn(3, 5, 7, dtype=dtype)
+        ref = x.softmax(-1)
+        (ref_grad,) = torch.autograd.grad(ref, x, grad)
+        out = torch.empty(3, 5, 7, dtype=dtype)
+        got = torch.ops.aten._softmax.out(x.detach(), -1, False, out=out)
+        assert got.data_ptr() == out.data_ptr()
+        torch.testing.assert_close(out, ref.detach())
+        grad_in = torch.empty_like(out)
+        torch.ops.aten._softmax_backward_data.out(grad, out, -1, dtype, grad_input=grad_in)
+        torch.testing.assert_close(grad_in, ref_grad)
+
+
+def _dropout_step(model, source, plan, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    out = model(source, mask_plan=plan)
+    loss = mae_ast_loss(out["logit_m_list_recon"], out["logit_m_list_class"], out["target_m_list"])["loss"]
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_training_with_dropout_on_both_paths():
+    """The switch: with the CPU kernels off, training takes torch's plain path (F.dropout, SDPA
+    with dropout_p: what a GPU runs). Both paths drop (the loss moves away from the loss without
+    dropout), are reproducible under torch.manual_seed, and draw different masks (so the switch
+    switched); without dropout they agree exactly."""
+    torch.manual_seed(0)
+    model = MAEAST(tiny_cfg(dropout=0.1, attention_dropout=0.1), mask_type="random_mask").train()
+    source = torch.randn(2, 160, 128)
+    plan = model(source)["mask_plan"]
+    results = {}
+    for on in (True, False):
+        with cpu_kernels.enabled(on):
+            first, grads = _dropout_step(model, source, plan, seed=1)
+            again, grads_again = _dropout_step(model, source, plan, seed=1)
+            assert first == again and torch.equal(grads, grads_again)
+            assert torch.isfinite(grads).all()
+            results[on] = first
+    for module in model.modules():  # every dropout off
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, SelfAttention):
+            module.dropout = 0.0
+    without = {}
+    for on in (True, False):
+        with cpu_kernels.enabled(on):
+            without[on] = _dropout_step(model, source, plan, seed=1)[0]
+    assert without[True] == without[False]
+    assert results[True] != results[False], "the two paths draw different masks"
+    for on in (True, False):
+        assert abs(results[on] - without[on]) > 1e-4, "dropout had no effect"
