@@ -80,3 +80,27 @@ def test_demo_end_to_end(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for step in ("corpus: reusing", "manifests: reusing", "training: reusing", "report: reusing"):
         assert step in again.stdout, again.stdout
+
+
+def test_corpus_plan_shares_hours_between_categories_then_sources():
+    """A third of the time per category and, within one, an equal share per source; a category
+    or source with too little audio gives what it has and leaves the rest to the others."""
+    from mae_ast.demo.corpus import CHUNK_SECONDS, AudioFile, plan_chunks
+
+    def files(source, category, seconds, count):
+        return [AudioFile(f"/usr/share/{source}/{i}.ogg", "pkg", source, category, "", seconds) for i in range(count)]
+
+    library = (files("long-talk", "speech", 95.0, 40) + files("short-talk", "speech", 3.0, 200)
+               + files("songs", "music", 180.0, 30) + files("clicks", "effects", 1.5, 60))
+    plan = plan_chunks(library, hours=0.5)
+    seconds = {}
+    for chunk in plan:
+        seconds[chunk["source"]] = seconds.get(chunk["source"], 0.0) + chunk["seconds"]
+        assert chunk["seconds"] <= CHUNK_SECONDS
+    assert seconds["clicks"] == 90.0  # all the effects there are
+    rest = (1800 - 90) / 2  # 855 s each for speech and music
+    assert rest <= seconds["songs"] < rest + CHUNK_SECONDS
+    assert rest / 2 <= seconds["long-talk"] < rest / 2 + CHUNK_SECONDS
+    assert rest / 2 <= seconds["short-talk"] < rest / 2 + 3.0
+    assert len({chunk["path"] for chunk in plan}) == len(plan)
+    assert plan == plan_chunks(library, hours=0.5)  # the same plan on every run: finished chunks are reused

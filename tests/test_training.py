@@ -1,6 +1,4 @@
 """Real fairseq-hydra-train runs of tiny models on CPU, checkpoints, resume, export."""
-import json
-import re
 import subprocess
 import sys
 
@@ -9,16 +7,13 @@ import torch
 
 from conftest import REPO, fairseq_train, tiny_model_overrides
 from mae_ast.core import MAEAST, checkpoint
+from mae_ast.fairseq_log import read_records
 
 
 def train_log(proc):
-    """The JSON records of fairseq's train_inner/valid logs."""
-    records = []
-    for line in proc.stdout.splitlines():
-        m = re.search(r"\]\[(train_inner|train|valid)\]\[INFO\] - (\{.*\})", line)
-        if m:
-            records.append((m.group(1), json.loads(m.group(2))))
-    return records
+    """fairseq's json log records in a finished run's stdout, as (kind, values) pairs
+    (tests/test_long_runs.py uses it too)."""
+    return read_records(proc.stdout)
 
 
 RECIPES = {

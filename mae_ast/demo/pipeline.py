@@ -1,0 +1,89 @@
+"""The demo's four steps in order: corpus, manifests, pre-training, report; then a summary.
+
+Every step keeps its result in the work folder and is reused on the next run when nothing it
+depends on changed (corpus plan, audio folder, training minutes, checkpoint).
+"""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .console import elapsed, format_number, log
+from .corpus import build_corpus, index_of_folder, read_index, with_manifest_lengths
+from .report import write_report
+from .train import checkpoint_path, make_manifests, train
+
+
+@dataclass
+class DemoOptions:
+    """What tools/demo.py's flags ask for."""
+
+    out: Path  # work folder
+    minutes: float  # training time in total, over reruns
+    hours_of_audio: float  # size of the built-in corpus
+    packages: Sequence[str]  # Debian packages of the built-in corpus
+    audio: Optional[Path] = None  # the user's own audio instead of the built-in corpus
+    jobs: int = 1  # processes for the corpus and the manifests
+    cpu: bool = False  # train on the CPU even when a GPU is there
+    command_line: List[str] = field(default_factory=list)  # shown in the report
+
+
+class _Timer:
+    """Seconds per step, for the report."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._start = time.time()
+
+    def lap(self, step: str) -> None:
+        now = time.time()
+        self.seconds[step] = now - self._start
+        self._start = now
+
+
+def run(options: DemoOptions) -> dict:
+    """Run (or reuse) every step; returns the report's summary."""
+    import torch
+
+    gpu = torch.cuda.is_available() and not options.cpu
+    out = options.out.resolve()
+    manifests = out / "manifests"
+    timer = _Timer()
+    audio, index = _corpus(options, out)
+    timer.lap("corpus")
+    make_manifests(audio, manifests, options.jobs)
+    if options.audio:
+        index = with_manifest_lengths(index, manifests)
+    timer.lap("manifests")
+    train(manifests, out / "run", options.minutes, gpu)
+    timer.lap("training")
+    summary = write_report(out / "run", manifests, audio, index, out / "report", gpu, timer.seconds,
+                           options.command_line)
+    timer.lap("report")
+    _log_summary(summary, out)
+    return summary
+
+
+def _corpus(options: DemoOptions, out: Path):
+    """The audio folder to train on and its index (the chunks' categories, sources, lengths)."""
+    if options.audio:
+        audio = options.audio.resolve()
+        index = index_of_folder(audio)
+        log(f"corpus: your audio in {audio} ({len(index)} files)")
+        return audio, index
+    audio = out / "corpus"
+    build_corpus(audio, options.packages, options.hours_of_audio, options.jobs)
+    return audio, read_index(audio)
+
+
+def _log_summary(summary: dict, out: Path) -> None:
+    valid = summary["valid"]
+    log(f"done in {elapsed() / 60:.1f} min: {summary['updates']} updates; last validation loss "
+        f"{format_number(valid.get('loss'))} (recon {format_number(valid.get('loss_recon'))}, "
+        f"InfoNCE {format_number(valid.get('loss_info_nce'))})")
+    for task, result in (summary.get("probe") or {}).items():
+        log(f"probe '{task}' ({len(result['classes'])} classes) test accuracy (all layers): pretrained "
+            f"{result['pretrained']['all']['accuracy']:.3f}, random init {result['random']['all']['accuracy']:.3f}, "
+            f"log-mel {result['logmel']['accuracy']:.3f}")
+    log(f"report: {out / 'report' / 'index.html'}")
+    log(f"checkpoint: {checkpoint_path(out / 'run')}")
