@@ -7,7 +7,7 @@ from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 from ..core.features import samples_for_frames
 from ..core.masking import MASK_TYPES
@@ -39,6 +39,7 @@ class MAEASTPretrainingConfig(FairseqDataclass):
         default="random_mask",
         metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
                           "chunk_mask: SSAST square chunks (patch models); retain_spans: wav2vec2 spans (frame models)"})
+    seed: int = field(default=II("common.seed"), metadata={"help": "crops follow (seed, epoch, clip): common.seed"})
     max_bad_audio_fraction: float = field(
         default=0.05, metadata={"help": "stop when more than this share of audio reads fail (after 10 failures)"})
 
@@ -62,12 +63,19 @@ class MAEASTPretrainingTask(FairseqTask):
         min_keep = max(self.cfg.min_sample_size or 0, samples_for_frames(MIN_FRAMES, self.cfg.sample_rate))
         manifest = Manifest.load(os.path.join(self.cfg.data, f"{split}.tsv"), min_keep, self.cfg.max_keep_size)
         if len(manifest) == 0:
-            raise ValueError(f"{manifest.path}: no usable clips ({manifest.skipped_short} too short, "
-                             f"{manifest.skipped_long} too long)")
+            message = (f"{manifest.path}: no usable clips ({manifest.skipped_short} too short, "
+                       f"{manifest.skipped_long} too long)")
+            # fairseq's trainer loads the training split with a data_selector; validation
+            # splits (fairseq-train's valid_subset, fairseq-validate) come without one
+            if "data_selector" not in kwargs:
+                message += ("; it is a validation split: to train without validation set "
+                            "dataset.disable_validation=true, or give it clips "
+                            "(tools/make_manifest.py --valid-percent 0.01)")
+            raise ValueError(message)
         self.datasets[split] = MAEASTDataset(
             manifest, self.cfg.sample_rate, self.cfg.feature_dim, self.cfg.max_sample_size,
             self.cfg.pad_audio, self.cfg.random_crop, shuffle=True,
-            max_bad_audio_fraction=self.cfg.max_bad_audio_fraction, seed=getattr(self, "_seed", 1))
+            max_bad_audio_fraction=self.cfg.max_bad_audio_fraction, seed=self.cfg.seed)
 
     @property
     def source_dictionary(self):
