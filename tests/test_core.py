@@ -211,3 +211,20 @@ def test_core_imports_without_fairseq_or_s3prl():
             "print(m(torch.randn(1, 64, 128), mask=False)['x'].shape)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "torch.Size([1, 32, 768])" in out.stdout
+
+
+def test_compatibility_fields(caplog):
+    """The original's fields: values we do not implement are refused naming the field; values
+    that change nothing are accepted with a warning; the defaults say nothing."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        MAEAST(tiny_cfg())
+    assert not caplog.records
+    for name, value in (("mask_selection", "normal"), ("no_mask_overlap", True), ("enc_conv_pos", True)):
+        with pytest.raises(ValueError, match=f"model.{name}="):
+            MAEAST(tiny_cfg(**{name: value}))
+    with caplog.at_level(logging.WARNING):
+        MAEAST(tiny_cfg(feature_grad_mult=0.1, conv_pos=64))
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "model.feature_grad_mult=0.1 changes nothing" in messages and "model.conv_pos=64" in messages

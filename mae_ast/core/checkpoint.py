@@ -1,5 +1,10 @@
 """Reading, checking and exporting MAE-AST checkpoints (fairseq layout: ``cfg`` with ``model``
-and ``task`` sections, ``model`` state dict), without fairseq."""
+and ``task`` sections, ``model`` state dict), without fairseq.
+
+Checkpoints of the original release need no translation: the model keeps its parameter names
+and shapes (``mae_ast.core.model``), so they load strictly as they are, and ours load into
+s3prl's stock upstream. Should a layout ever change, translate it in one function here, called
+by :func:`load` and by the fairseq model's ``load_state_dict`` (fairseq's own restore path)."""
 import dataclasses
 import os
 from typing import Dict, Optional

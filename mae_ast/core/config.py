@@ -1,8 +1,17 @@
 """Model configuration. Field names are the original MAE-AST's, so published commands
 (``model.ast_kernel_size_chan=...``) and checkpoints (``cfg["model"]``) keep working.
-Fields kept only so original checkpoints and commands are accepted are marked
-"(compatibility)"."""
+
+Compatibility baggage lives in one place, the last section of :class:`MAEASTConfig`: fields the
+original release has that change nothing here (its fbank front end has no parameters, and it
+only ever drew static, overlapping spans), kept so that original configs, commands and
+checkpoints are accepted. :func:`check_compatibility` refuses the values that would change the
+method (we do not implement them) and warns about the values that change nothing.
+"""
+import logging
 from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,8 +31,6 @@ class MAEASTConfig:
     encoder_attention_heads: int = field(default=12, metadata={"help": "attention heads (encoder and decoder)"})
     activation_fn: str = field(default="gelu", metadata={"help": "FFN activation: gelu, relu, gelu_accurate, tanh, linear"})
     layer_norm_first: bool = field(default=False, metadata={"help": "pre-LN layers instead of post-LN"})
-    feature_grad_mult: float = field(
-        default=1.0, metadata={"help": "(compatibility) gradient scale of the parameter-free patch extractor: no effect"})
 
     # decoder
     use_post_enc_proj: bool = field(
@@ -44,14 +51,7 @@ class MAEASTConfig:
         default=0.75,
         metadata={"help": "share of tokens masked; for retain_spans the span probability (1.45 -> ~75 %)"})
     mask_length: int = field(default=10, metadata={"help": "span length in tokens for retain_spans"})
-    mask_selection: str = field(default="static", metadata={"help": "(compatibility) span length distribution: only static"})
-    mask_other: float = field(default=0, metadata={"help": "(compatibility) unused by static span lengths"})
-    no_mask_overlap: bool = field(default=False, metadata={"help": "(compatibility) spans always may overlap"})
-    mask_min_space: int = field(default=0, metadata={"help": "(compatibility) unused when spans may overlap"})
 
-    # convolutional positions (not used by MAE-AST)
-    conv_pos: int = field(default=128, metadata={"help": "(compatibility) conv positional embedding width"})
-    conv_pos_groups: int = field(default=16, metadata={"help": "(compatibility) conv positional embedding groups"})
     checkpoint_activations: bool = field(
         default=False, metadata={"help": "recompute layer activations in backward to save memory"})
 
@@ -59,6 +59,48 @@ class MAEASTConfig:
     max_token_length: int = field(
         default=48000, metadata={"help": "length of the sinusoidal position tables (tokens)"})
     enc_sine_pos: bool = field(default=False, metadata={"help": "add sinusoidal positions before the encoder"})
-    enc_conv_pos: bool = field(default=False, metadata={"help": "(compatibility) conv positions: not supported"})
     dec_sine_pos: bool = field(default=False, metadata={"help": "add sinusoidal positions before the decoder"})
+
+    # ---- compatibility: the original release's fields that change nothing here ------------
+    feature_grad_mult: float = field(
+        default=1.0, metadata={"help": "(compatibility) gradient scale of the fbank front end, which has no parameters: no effect"})
+    mask_selection: str = field(default="static", metadata={"help": "(compatibility) span lengths: only static"})
+    mask_other: float = field(default=0, metadata={"help": "(compatibility) for non-static span lengths: unused"})
+    no_mask_overlap: bool = field(default=False, metadata={"help": "(compatibility) spans may always overlap"})
+    mask_min_space: int = field(default=0, metadata={"help": "(compatibility) for non-overlapping spans: unused"})
+    conv_pos: int = field(default=128, metadata={"help": "(compatibility) conv positions' width: unused"})
+    conv_pos_groups: int = field(default=16, metadata={"help": "(compatibility) conv positions' groups: unused"})
+    enc_conv_pos: bool = field(default=False, metadata={"help": "(compatibility) conv positions: not supported"})
     dec_conv_pos: bool = field(default=False, metadata={"help": "(compatibility) conv positions: not supported"})
+
+
+# field: (the value that means "as here", what any other value would ask for)
+UNSUPPORTED = {
+    "mask_selection": ("static", "span lengths other than static"),
+    "no_mask_overlap": (False, "non-overlapping spans"),
+    "enc_conv_pos": (False, "convolutional positions; MAE-AST uses sinusoidal ones (enc_sine_pos)"),
+    "dec_conv_pos": (False, "convolutional positions; MAE-AST uses sinusoidal ones (dec_sine_pos)"),
+}
+NO_EFFECT = {
+    "feature_grad_mult": (1.0, "the fbank front end has no parameters"),
+    "mask_other": (0, "only non-static span lengths use it"),
+    "mask_min_space": (0, "only non-overlapping spans use it"),
+    "conv_pos": (128, "only convolutional positions use it"),
+    "conv_pos_groups": (16, "only convolutional positions use it"),
+}
+
+
+def check_compatibility(cfg, section: str = "model", unsupported: Dict[str, Tuple[Any, str]] = None,
+                        no_effect: Dict[str, Tuple[Any, str]] = None) -> None:
+    """Raise ValueError for a compatibility field set to something we do not implement; log a
+    warning for one set to a value that changes nothing (so a user does not expect it to)."""
+    unsupported = UNSUPPORTED if unsupported is None else unsupported
+    no_effect = NO_EFFECT if no_effect is None else no_effect
+    for name, (plain, meaning) in unsupported.items():
+        if getattr(cfg, name, plain) != plain:
+            raise ValueError(f"{section}.{name}={getattr(cfg, name)!r} asks for {meaning}, which this "
+                             f"implementation does not have; set {section}.{name}={plain}")
+    for name, (plain, why) in no_effect.items():
+        if getattr(cfg, name, plain) != plain:
+            logger.warning(f"{section}.{name}={getattr(cfg, name)!r} changes nothing ({why}); "
+                           "accepted for compatibility with the original release")

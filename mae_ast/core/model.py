@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import MAEASTConfig
+from .config import MAEASTConfig, check_compatibility
 from .features import samples_for_frames
 from .masking import MaskPlan, compute_mask
 from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
@@ -50,8 +50,7 @@ class SinusoidalPositions(nn.Module):
 class MAEAST(nn.Module):
     def __init__(self, cfg: MAEASTConfig, feature_dim: int = 128, mask_type: str = "random_mask"):
         super().__init__()
-        if cfg.enc_conv_pos or cfg.dec_conv_pos:
-            raise ValueError("enc_conv_pos/dec_conv_pos are not supported; MAE-AST uses sine positions")
+        check_compatibility(cfg)
         if cfg.decoder_embed_dim != cfg.encoder_embed_dim and not cfg.use_post_enc_proj:
             raise ValueError("decoder_embed_dim != encoder_embed_dim needs model.use_post_enc_proj=true")
         self.cfg, self.feature_dim, self.mask_type = cfg, feature_dim, mask_type

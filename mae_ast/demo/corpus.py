@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Sequence
 
+from mae_ast.audio import AUDIO_EXTENSIONS
 from mae_ast.core.features import SAMPLE_RATE
 from mae_ast.manifest import Manifest
 
@@ -27,7 +28,6 @@ CHUNK_SECONDS = 10.0
 MIN_SECONDS = 0.5  # the training's task.min_sample_size: shorter chunks would never be used
 SILENCE_DBFS = -45.0  # a chunk whose loud frames (95th percentile) stay below this is dropped
 INDEX_COLUMNS = ("path", "category", "source", "package", "language", "file", "start", "seconds")
-OWN_AUDIO_EXTS = debian.AUDIO_EXTS + (".mp3", ".mkv", ".mp4", ".webm")
 
 
 class AudioFile(NamedTuple):
@@ -271,7 +271,7 @@ def index_of_folder(audio: Path) -> List[dict]:
     0 until ``with_manifest_lengths`` fills them in."""
     rows = []
     for p in sorted(audio.rglob("*")):
-        if p.suffix.lower() in OWN_AUDIO_EXTS and p.is_file():
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file():  # what make_manifest takes
             rel = p.relative_to(audio)
             top = rel.parts[0] if len(rel.parts) > 1 else ""
             rows.append(dict(path=rel.as_posix(), category=top, source=top, file=str(p), seconds=0.0))

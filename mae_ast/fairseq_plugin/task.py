@@ -9,6 +9,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from ..core.config import check_compatibility
 from ..core.features import samples_for_frames
 from ..core.masking import MASK_TYPES
 from ..manifest import Manifest
@@ -21,8 +22,6 @@ logger = logging.getLogger(__name__)
 class MAEASTPretrainingConfig(FairseqDataclass):
     data: str = field(default=MISSING, metadata={"help": "folder with {split}.tsv manifests"})
     sample_rate: int = field(default=16_000, metadata={"help": "audio is resampled to this rate"})
-    normalize: bool = field(default=False, metadata={"help": "(compatibility) waveform normalisation: must be false"})
-    enable_padding: bool = field(default=False, metadata={"help": "(compatibility) unused; see pad_audio"})
     max_keep_size: Optional[int] = field(default=None, metadata={"help": "leave out clips longer than this (samples)"})
     max_sample_size: Optional[int] = field(
         default=None, metadata={"help": "crop clips to at most this many samples (a random window is decoded)"})
@@ -33,8 +32,6 @@ class MAEASTPretrainingConfig(FairseqDataclass):
     feature_type: str = field(default="fbank", metadata={"help": "input features: only 'fbank' (Kaldi log-mel)"})
     feature_rate: int = field(default=100, metadata={"help": "feature frames per second (10 ms shift)"})
     feature_dim: int = field(default=128, metadata={"help": "mel bins"})
-    deltas: bool = field(default=False, metadata={"help": "(compatibility) delta features: must be false"})
-    mask_spans: bool = field(default=False, metadata={"help": "(compatibility) unused; see mask_type"})
     mask_type: ChoiceEnum(list(MASK_TYPES)) = field(
         default="random_mask",
         metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
@@ -43,6 +40,18 @@ class MAEASTPretrainingConfig(FairseqDataclass):
     max_bad_audio_fraction: float = field(
         default=0.05, metadata={"help": "stop when more than this share of audio reads fail (after 10 failures)"})
 
+    # ---- compatibility: the original release's fields (see mae_ast.core.config) ----------
+    normalize: bool = field(default=False, metadata={"help": "(compatibility) waveform normalisation: not supported"})
+    deltas: bool = field(default=False, metadata={"help": "(compatibility) delta features: not supported"})
+    enable_padding: bool = field(default=False, metadata={"help": "(compatibility) unused; see pad_audio"})
+    mask_spans: bool = field(default=False, metadata={"help": "(compatibility) unused; see mask_type"})
+
+
+TASK_UNSUPPORTED = {"normalize": (False, "waveform normalisation, which MAE-AST's fbank input does not use"),
+                    "deltas": (False, "delta features, which MAE-AST does not use")}
+TASK_NO_EFFECT = {"enable_padding": (False, "task.pad_audio decides padding"),
+                  "mask_spans": (False, "task.mask_type decides the masking")}
+
 
 @register_task("mae_ast_pretraining", dataclass=MAEASTPretrainingConfig)
 class MAEASTPretrainingTask(FairseqTask):
@@ -50,10 +59,9 @@ class MAEASTPretrainingTask(FairseqTask):
 
     def __init__(self, cfg: MAEASTPretrainingConfig):
         super().__init__(cfg)
-        if cfg.feature_type != "fbank" or cfg.deltas or cfg.normalize:
-            raise ValueError(
-                "MAE-AST reads Kaldi log-mel features: set task.feature_type=fbank, task.deltas=false, "
-                f"task.normalize=false (got {cfg.feature_type}, {cfg.deltas}, {cfg.normalize})")
+        if cfg.feature_type != "fbank":
+            raise ValueError(f"MAE-AST reads Kaldi log-mel features: set task.feature_type=fbank, not {cfg.feature_type}")
+        check_compatibility(cfg, "task", TASK_UNSUPPORTED, TASK_NO_EFFECT)
 
     @classmethod
     def setup_task(cls, cfg: MAEASTPretrainingConfig, **kwargs):
