@@ -12,6 +12,12 @@ import numpy as np
 import torch
 
 SOUNDFILE_EXTS = {".flac", ".wav", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".rf64"}
+# What the tools look for by default (make_manifest.py): every common audio file that
+# libsndfile (above) or ffmpeg through PyAV decodes. Video containers only where audio
+# datasets ship in them: mkv, mp4 and webm (AudioSet, YouTube); phones record m4a, amr, 3gp.
+AUDIO_EXTENSIONS = tuple(sorted(SOUNDFILE_EXTS | {
+    ".opus", ".mp3", ".mp2", ".m4a", ".m4b", ".aac", ".ac3", ".wma", ".amr", ".3gp", ".spx",
+    ".aifc", ".caf", ".mka", ".mkv", ".mp4", ".webm"}))
 
 
 class AudioReadError(RuntimeError):

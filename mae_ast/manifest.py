@@ -1,5 +1,9 @@
 """fairseq audio manifests: ``{split}.tsv`` with the root folder on the first line, then
-``relative/path<TAB>num_samples`` (at 16 kHz). Malformed input fails with file and line."""
+``relative/path<TAB>num_samples`` (at 16 kHz). Malformed input fails with file and line.
+
+Lines end where Python's universal newlines end them (``\n``, ``\r``, ``\r\n``), as in
+fairseq's own reader; so a name can hold any character but those and the tab.
+"""
 import os
 from dataclasses import dataclass
 from typing import List, Optional
@@ -7,6 +11,30 @@ from typing import List, Optional
 
 class ManifestError(ValueError):
     pass
+
+
+# The characters that would split one entry into several fields or lines.
+CHARACTERS_NAMES_CANNOT_HOLD = {"\t": "a tab", "\n": "a newline", "\r": "a carriage return"}
+
+
+def unwritable_name_reason(name: str) -> Optional[str]:
+    """Why ``name`` (a path relative to the root) cannot be written as a manifest entry that
+    ``Manifest.load`` reads back unchanged, or None when it can."""
+    held = [what for char, what in CHARACTERS_NAMES_CANNOT_HOLD.items() if char in name]
+    if held:
+        return f"path holds {' and '.join(held)} (a manifest line cannot)"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk hands undecodable bytes over as lone surrogates
+        return "path is not valid UTF-8 (a manifest is UTF-8 text)"
+    return None
+
+
+def unwritable_root_reason(root: str) -> Optional[str]:
+    """Like ``unwritable_name_reason`` for the root folder, whose line is also stripped."""
+    if root != root.strip():
+        return "path starts or ends with white space (the manifest's first line is stripped)"
+    return unwritable_name_reason(root)
 
 
 @dataclass
@@ -26,8 +54,8 @@ class Manifest:
     def load(cls, path: str, min_size: Optional[int] = None, max_size: Optional[int] = None) -> "Manifest":
         if not os.path.isfile(path):
             raise ManifestError(f"{path}: manifest not found (make one with tools/make_manifest.py)")
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(path, encoding="utf-8") as f:  # universal newlines: \r and \r\n read as \n
+            lines = f.read().split("\n")
         if not lines or not lines[0].strip():
             raise ManifestError(f"{path}:1: the first line must be the audio root folder; the file is empty")
         root = lines[0].strip()

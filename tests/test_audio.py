@@ -294,3 +294,17 @@ def test_truncated_flac_window_past_the_cut_raises(broken, files):
     with pytest.raises(audio.AudioReadError) as err:
         audio.read(path, 16000, len(files["wav16"]) - 20000, 16000)
     assert path in str(err.value)
+
+
+# ---- which files count as audio ---------------------------------------------------------------
+def test_audio_extensions_are_one_list_of_the_common_formats():
+    """The default of tools/make_manifest.py (and what other tools look for): one list, dotted,
+    lower case, holding every common container and codec and all that soundfile reads.
+    tests/test_manifest.py reads m4a and opus files found through it."""
+    exts = audio.AUDIO_EXTENSIONS
+    common = {".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mkv", ".mka",
+              ".mp4", ".webm", ".aiff", ".aif", ".wma", ".amr"}
+    assert common <= set(exts), sorted(common - set(exts))
+    assert audio.SOUNDFILE_EXTS <= set(exts)
+    assert len(set(exts)) == len(exts)
+    assert all(ext.startswith(".") and ext == ext.lower() and len(ext) > 2 for ext in exts)

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from conftest import REPO, read_wav, write_mkv_opus
+from conftest import REPO, fairseq_train, read_wav, tiny_model_overrides, write_mkv_opus
 from mae_ast import audio
 from mae_ast.manifest import Manifest, ManifestError
 
@@ -140,6 +140,8 @@ def test_manifest_summary(default_run):
     assert counts["valid"] >= 1 and counts["train"] >= 1
     assert re.search(r"left out: 0\b", out), out
     assert "left out:" not in proc.stderr  # nothing named as left out
+    assert "valid.tsv is empty" not in out
+    assert "1 other files ignored (extensions: .txt 1)" in out  # README.txt
 
 
 def test_valid_percent_and_seed_are_deterministic(tmp_path, default_run):
@@ -158,9 +160,12 @@ def test_valid_percent_and_seed_are_deterministic(tmp_path, default_run):
 
 def test_valid_percent_zero_and_ext_filter(tmp_path, good_dir):
     folder, rels = good_dir
-    make_manifest(folder, tmp_path / "m", "--valid-percent", 0, "--ext", "flac,.MKV")
+    proc = make_manifest(folder, tmp_path / "m", "--valid-percent", 0, "--ext", "flac,.MKV")
     root, valid = read_tsv(tmp_path / "m" / "valid.tsv")
     assert root == os.path.realpath(folder) and valid == []
+    # the user is told that valid.tsv is empty and how to train with it
+    assert "valid.tsv is empty" in proc.stdout and "dataset.disable_validation=true" in proc.stdout
+    assert re.search(r"\b\d+ other files ignored \(extensions: \.wav \d+, \.txt 1\)", proc.stdout), proc.stdout
     _, train = read_tsv(tmp_path / "m" / "train.tsv")
     names = sorted(r for r, _ in train)
     assert names == [r for r in rels if r.endswith((".flac", ".mkv"))]
@@ -221,10 +226,179 @@ def test_manifest_from_the_tool_loads(broken_runs):
 
 
 def test_tool_fails_clearly_on_a_folder_without_audio(tmp_path):
-    (tmp_path / "empty_dir").mkdir()
-    proc = make_manifest(tmp_path / "empty_dir", tmp_path / "m", check=False)
-    assert proc.returncode != 0
-    assert "no files" in proc.stderr
+    folder = tmp_path / "no_audio"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not audio")
+    (folder / "photo.png").write_bytes(b"\x89PNG")
+    proc = make_manifest(folder, tmp_path / "m", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("make_manifest.py: error: no files with extensions .3gp .aac"), proc.stderr
+    assert "other files: .png 1, .txt 1" in proc.stderr  # what was there instead
+
+
+def test_tool_fails_clearly_on_a_missing_folder(tmp_path):
+    proc = make_manifest(tmp_path / "nowhere", tmp_path / "m", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"make_manifest.py: error: {tmp_path / 'nowhere'} is not a folder\n"
+    assert not (tmp_path / "m").exists()
+
+
+def test_tool_fails_clearly_when_dest_is_a_file(tmp_path, good_dir):
+    folder, _ = good_dir
+    (tmp_path / "taken").write_text("a file where the manifests should go")
+    proc = make_manifest(folder, tmp_path / "taken", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"make_manifest.py: error: {tmp_path / 'taken'} is a file, not a folder\n"
+
+
+def test_tool_fails_when_every_file_is_left_out(tmp_path):
+    folder = tmp_path / "all_broken"
+    folder.mkdir()
+    (folder / "notes.wav").write_text("Meeting notes, not audio.\n" * 20)
+    (folder / "empty.flac").write_bytes(b"")
+    proc = make_manifest(folder, tmp_path / "m", check=False)
+    assert proc.returncode == 1
+    assert len(left_out_lines(proc.stderr)) == 2
+    assert "make_manifest.py: error: all 2 audio files" in proc.stderr
+    assert not (tmp_path / "m" / "train.tsv").exists()  # no manifest that training would refuse
+
+
+# ---- names a manifest line cannot hold --------------------------------------------------------
+def flac_bytes(speech_wav, tmp_path):
+    wav, rate = read_wav(speech_wav)
+    sf.write(tmp_path / "src.flac", AF.resample(torch.from_numpy(wav), rate, 16000).numpy(), 16000)
+    return (tmp_path / "src.flac").read_bytes()
+
+
+UNWRITABLE = {  # relative path -> words of the reason
+    "tab\tin name.flac": "tab",
+    "new\nline.flac": "newline",
+    "carriage\rreturn.flac": "carriage return",
+    "folder\twith tab/inside.flac": "tab",
+    "both\t\n.flac": "tab and a newline",
+}
+# characters Python's str.splitlines() also splits on, which the manifest's lines do not
+WRITABLE = ["form\x0cfeed.flac", "sub/line\u2028separator.flac", "plain.flac", "caf\u00e9 \u00fc.flac"]
+
+
+@pytest.fixture(scope="module")
+def odd_names_run(tmp_path_factory, speech_wavs):
+    folder = tmp_path_factory.mktemp("odd_names")
+    data = flac_bytes(speech_wavs[3], tmp_path_factory.mktemp("src"))
+    for rel in list(UNWRITABLE) + WRITABLE:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    # bytes that are not UTF-8 (a Latin-1 name copied from an old disk); opus in mkv, since
+    # PyAV opens such a path where soundfile cannot
+    wav, rate = read_wav(speech_wavs[3])
+    write_mkv_opus(wav, rate, folder / "latin1.mkv")
+    os.rename(folder / "latin1.mkv", os.fsencode(folder) + b"/latin1_caf\xe9.mkv")
+    dest = tmp_path_factory.mktemp("odd_manifests") / "m"
+    return folder, dest, make_manifest(folder, dest, "--valid-percent", 0)
+
+
+def test_names_a_manifest_cannot_hold_are_left_out_and_named(odd_names_run):
+    folder, dest, proc = odd_names_run
+    root = os.path.realpath(folder)
+    lines = left_out_lines(proc.stderr)
+    for rel, words in UNWRITABLE.items():
+        named = [line for line in lines if line.startswith(f"left out: {os.path.join(root, rel)!r}: ")]
+        assert len(named) == 1 and f"path holds a {words}" in named[0], (rel, proc.stderr)
+    latin1 = os.path.join(root, os.fsdecode(b"latin1_caf\xe9.mkv"))
+    assert any(line.startswith(f"left out: {latin1!r}: path is not valid UTF-8") for line in lines), proc.stderr
+    assert len(lines) == len(UNWRITABLE) + 1  # one line each, never split by the names they show
+    # counted in the summary, by reason
+    n_tab = sum(1 for words in UNWRITABLE.values() if words.endswith("tab"))
+    assert re.search(rf"left out: {len(UNWRITABLE) + 1} \(", proc.stdout), proc.stdout
+    assert f"path holds a tab: {n_tab}" in proc.stdout and "path is not valid UTF-8: 1" in proc.stdout
+
+
+def test_manifest_with_odd_names_loads_with_the_right_names(odd_names_run):
+    folder, dest, _ = odd_names_run
+    m = Manifest.load(str(dest / "train.tsv"))
+    assert sorted(m.names) == sorted(WRITABLE)
+    for i in range(len(m)):
+        assert m.sizes[i] == audio.num_samples(m.audio_path(i)) > 16000
+    assert len(Manifest.load(str(dest / "valid.tsv"))) == 0
+
+
+@pytest.mark.parametrize("char,words", [("\t", "tab"), ("\n", "newline")])
+def test_root_folder_a_manifest_cannot_hold_is_refused(tmp_path, speech_wavs, char, words):
+    folder = tmp_path / f"audio{char}root"
+    folder.mkdir()
+    (folder / "a.flac").write_bytes(flac_bytes(speech_wavs[0], tmp_path))
+    proc = make_manifest(folder, tmp_path / "m", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"make_manifest.py: error: the folder {str(folder)!r} cannot be"), proc.stderr
+    assert f"path holds a {words}" in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+# ---- default extensions -----------------------------------------------------------------------
+def write_with_pyav(wav, rate, path, codec, codec_rate):
+    """Encode mono ``wav`` with PyAV's ``codec`` at ``codec_rate``; the extension picks the
+    container (.m4a: mp4 boxes, .opus: ogg)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=codec_rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.atleast_2d(wav).astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = rate
+        sample_format = stream.codec_context.codec.audio_formats[0].name
+        resampler = av.AudioResampler(format=sample_format, layout="mono", rate=codec_rate)
+        for f in resampler.resample(frame) + resampler.resample(None) + [None]:  # None: flush
+            out.mux(stream.encode(f))
+    return path
+
+
+def test_help_lists_default_extensions_and_exit_codes():
+    proc = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for ext in audio.AUDIO_EXTENSIONS:
+        assert re.search(rf"(?<![\w.]){re.escape(ext)}(?!\w)", proc.stdout), ext
+    assert "exit codes:" in proc.stdout and "error:" in proc.stdout
+
+
+def test_phone_and_podcast_formats_are_read_by_default(tmp_path, speech_wavs):
+    """m4a (aac in mp4 boxes) and opus (in ogg), written by ffmpeg's encoders, land in the
+    manifest with their decoded length; other files are counted, not silently skipped."""
+    wav, rate = read_wav(speech_wavs[1])
+    folder = tmp_path / "phone"
+    (folder / "rec").mkdir(parents=True)
+    write_with_pyav(wav, rate, folder / "rec" / "memo.m4a", "aac", 44100)
+    write_with_pyav(wav, rate, folder / "episode.opus", "libopus", 48000)
+    write_with_pyav(wav, rate, folder / "ringtone.M4A", "aac", 44100)  # extensions in any case
+    for name in ("cover.png", "notes.txt", "rec/notes.txt"):
+        (folder / name).write_bytes(b"not audio")
+    proc = make_manifest(folder, tmp_path / "m", "--valid-percent", 0)
+    m = Manifest.load(str(tmp_path / "m" / "train.tsv"))
+    assert sorted(m.names) == ["episode.opus", "rec/memo.m4a", "ringtone.M4A"]
+    source_length = len(wav) * 16000 / rate
+    for i, (name, size) in enumerate(zip(m.names, m.sizes)):
+        decoded = len(audio.read(m.audio_path(i)))
+        # the manifest holds what training will decode (to the sample resampling rounds to)
+        assert abs(size - decoded) <= 1, (name, size, decoded)
+        # and that is the speech: opus trims its pre-skip, aac keeps up to ~2 frames of padding
+        assert abs(size - source_length) <= (16 if name.endswith(".opus") else 2 * 1024 * 16000 / 44100), name
+    assert "3 other files ignored (extensions: .txt 2, .png 1)" in proc.stdout, proc.stdout
+
+
+# ---- empty validation split in a real fairseq run ---------------------------------------------
+@pytest.mark.slow
+def test_empty_validation_split_in_training(corpus, tmp_path):
+    manifests = tmp_path / "no_valid"
+    made = make_manifest(corpus["audio"], manifests, "--valid-percent", 0)
+    assert "dataset.disable_validation=true" in made.stdout
+    common = [*tiny_model_overrides(True), "task.mask_type=chunk_mask", "optimization.max_update=2"]
+    refused = fairseq_train(manifests, tmp_path / "refused", *common, check=False)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert f"{manifests / 'valid.tsv'}: no usable clips" in message
+    assert "it is a validation split: to train without validation set dataset.disable_validation=true" in message
+    trained = fairseq_train(manifests, tmp_path / "trained", *common, "dataset.disable_validation=true")
+    assert '"num_updates": "2"' in trained.stdout, trained.stdout[-3000:]
+    assert (tmp_path / "trained" / "checkpoints" / "checkpoint_last.pt").is_file()
 
 
 # ---- Manifest.load errors ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """tools/visualize.py, tools/extract_features.py and mae_ast.analysis on tiny checkpoints (a patch
 and a frame model, written in the training checkpoints' layout) and real espeak-ng speech."""
+import re
 import subprocess
 import sys
 
@@ -80,7 +81,69 @@ def test_visualize(ckpts, audio_dir, tmp_path):
     mses = [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines() if "MSE" in line]
     assert len(mses) == 3 and all(np.isfinite(mses))
     proc = run("visualize.py", tmp_path / "missing.pt", files[0], "--out", tmp_path / "x")
-    assert proc.returncode != 0 and "missing.pt" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr == f"visualize.py: error: {tmp_path / 'missing.pt'}: no such checkpoint file\n"
+
+
+def test_visualize_fails_when_no_audio_can_be_read(ckpts, audio_dir, tmp_path):
+    proc = run("visualize.py", ckpts["patch"], audio_dir / "notes.txt", tmp_path / "gone.wav",
+               "--out", tmp_path / "fig")
+    assert proc.returncode == 1
+    assert proc.stderr.count("skipped ") == 2  # each file named with its reason
+    assert proc.stderr.endswith("visualize.py: error: none of the 2 audio files could be read "
+                                "(each is named above)\n"), proc.stderr
+    assert list((tmp_path / "fig").iterdir()) == []
+
+
+# ---- the CLI tools' shared conventions --------------------------------------------------------
+OUR_TOOLS = ["make_manifest.py", "export_checkpoint.py", "visualize.py", "install_s3prl_upstream.py",
+             "bench.py", "bench_upstream.py"]
+
+
+@pytest.mark.parametrize("tool", OUR_TOOLS)
+def test_tools_import_the_installed_package(tool, tmp_path):
+    """The package is installed (editable): no tool patches sys.path, and each starts from
+    any folder."""
+    assert "sys.path.insert" not in (REPO / "tools" / tool).read_text()
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("tool", ["make_manifest.py", "export_checkpoint.py", "visualize.py",
+                                  "install_s3prl_upstream.py"])
+def test_help_documents_exit_codes(tool):
+    proc = run(tool, "--help")
+    assert proc.returncode == 0
+    text = proc.stdout.split("exit codes:", 1)[1]
+    for code in ("0", "1", "2"):
+        assert re.search(rf"^\s+{code}\s+\w", text, re.M), (code, text)
+
+
+def test_export_checkpoint_errors(ckpts, tmp_path):
+    proc = run("export_checkpoint.py", tmp_path / "missing.pt", tmp_path / "out.pt")
+    assert proc.returncode == 2
+    assert proc.stderr == f"export_checkpoint.py: error: {tmp_path / 'missing.pt'}: no such checkpoint file\n"
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    proc = run("export_checkpoint.py", tmp_path / "notes.pt", tmp_path / "out.pt")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"export_checkpoint.py: error: {tmp_path / 'notes.pt'}: not a readable"), proc.stderr
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    proc = run("export_checkpoint.py", ckpts["patch"], tmp_path / "taken" / "out.pt")
+    assert proc.returncode == 2
+    assert proc.stderr == f"export_checkpoint.py: error: {tmp_path / 'taken'} is a file, not a folder\n"
+    assert not (tmp_path / "out.pt").exists()
+    proc = run("export_checkpoint.py", ckpts["patch"], tmp_path / "slim" / "out.pt")
+    assert proc.returncode == 0 and (tmp_path / "slim" / "out.pt").is_file(), proc.stderr
+
+
+def test_install_s3prl_upstream_refuses_a_folder_that_is_not_s3prl(tmp_path):
+    (tmp_path / "upstream").mkdir()  # half an s3prl: no hub.py
+    proc = run("install_s3prl_upstream.py", "--s3prl", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"install_s3prl_upstream.py: error: {tmp_path} does not look like the s3prl "
+                           "package folder (no hub.py / upstream/)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upstream"]  # nothing written
 
 
 @pytest.mark.parametrize("kind", ["patch", "frame"])

@@ -13,15 +13,11 @@ The batch is 16 waveforms of 1 to 10 s (fixed seed). Both forwards run under
 reported, and the outputs are compared on each example's valid frames.
 """
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def paper_checkpoint(path: Path, frame: bool) -> Path:

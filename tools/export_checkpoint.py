@@ -15,26 +15,30 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from mae_ast.core import checkpoint  # noqa: E402
+from mae_ast import cli
+from mae_ast.core import checkpoint
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=cli.EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="fairseq training checkpoint (checkpoint_last.pt, ...)")
     p.add_argument("output", help="where to write the slim checkpoint")
     args = p.parse_args(argv)
     try:
         state = checkpoint.load(args.input)
     except checkpoint.CheckpointError as e:
-        sys.exit(f"export_checkpoint: {e}")
+        cli.fail(str(e))
     slim = checkpoint.export(state)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save(slim, args.output)
+    cli.make_folder(os.path.dirname(os.path.abspath(args.output)))
+    try:
+        torch.save(slim, args.output)
+    except OSError as e:
+        cli.fail(f"cannot write {args.output}: {e.strerror or e}")
     mb = lambda path: os.path.getsize(path) / 2**20  # noqa: E731
     print(f"export_checkpoint: {args.output}: {len(slim['model'])} tensors, "
           f"{mb(args.output):.1f} MB (from {mb(args.input):.1f} MB)")
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from mae_ast import cli
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "mae_ast_repo"
 MARK = "# MAE-AST upstream, added by tools/install_s3prl_upstream.py"
@@ -45,10 +47,10 @@ def s3prl_dir(given):
     else:
         spec = importlib.util.find_spec("s3prl")  # does not import s3prl (slow, needs torchaudio)
         if spec is None or not spec.submodule_search_locations:
-            sys.exit("s3prl is not installed in this Python; install it or pass --s3prl")
+            cli.fail("s3prl is not installed in this Python; install it or pass --s3prl")
         path = Path(list(spec.submodule_search_locations)[0])
     if not (path / "hub.py").is_file() or not (path / "upstream").is_dir():
-        sys.exit(f"{path} does not look like the s3prl package folder (no hub.py / upstream/)")
+        cli.fail(f"{path} does not look like the s3prl package folder (no hub.py / upstream/)")
     return path
 
 
@@ -78,14 +80,19 @@ def uninstall(s3prl: Path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, epilog=cli.EXIT_CODES_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uninstall", action="store_true", help="remove it again")
     ap.add_argument("--s3prl", help="the s3prl package folder (the one holding hub.py); "
                                     "default: the s3prl this Python imports")
     args = ap.parse_args()
     s3prl = s3prl_dir(args.s3prl)
-    (uninstall if args.uninstall else install)(s3prl)
+    try:
+        (uninstall if args.uninstall else install)(s3prl)
+    except OSError as e:  # e.g. s3prl in a system site-packages this user cannot write
+        cli.fail(f"cannot change {s3prl}: {e.strerror or e} ({e.filename})")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

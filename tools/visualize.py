@@ -9,17 +9,20 @@ DIR/<name>.png with three panels: the log-mel spectrogram as the model normalise
 patches the encoder saw after masking (masked ones in blue), and the reconstruction (the
 decoder's prediction in the masked patches). The mask is drawn as in pre-training (the
 checkpoint's task.mask_type and model.random_mask_prob unless given). Prints one line per
-file with the masked-patch MSE (the model's loss_recon).
+file with the masked-patch MSE (the model's loss_recon). Files that cannot be read are named
+on stderr and skipped.
 """
 import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from mae_ast import cli
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=cli.EXIT_CODES_HELP + (
+        "  (1 here: no audio file could be read, so no figure was written)\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint_last.pt (or an exported one)")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--out", required=True, help="folder for the PNG figures")
@@ -39,8 +42,8 @@ def main(argv=None):
     try:
         model = analysis.load(args.checkpoint, device=args.device)
     except CheckpointError as e:
-        sys.exit(f"error: {e}")
-    os.makedirs(args.out, exist_ok=True)
+        cli.fail(str(e))
+    cli.make_folder(args.out)
     used, failed = set(), 0
     for path in args.audio:
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -61,7 +64,10 @@ def main(argv=None):
         analysis.plot_reconstruction(rec, target, os.path.basename(path))
         print(f"{target}: {rec['input'].shape[0] / 100:.1f} s, {rec['mask'].mean():.0%} masked, "
               f"masked-patch MSE {rec['mse']:.4f}")
-    return 1 if failed == len(args.audio) else 0
+    if failed == len(args.audio):
+        cli.fail(f"none of the {failed} audio files could be read (each is named above)",
+                 code=cli.EXIT_NOTHING_DONE)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
