@@ -42,12 +42,21 @@ class UpstreamExpert(UpstreamBase):
     def forward(self, wavs: List[torch.Tensor]):
         out = extract(self.model, wavs, precision=self.precision)
         # as the stock upstream: at most the frames s3prl counts for the longest clip
-        counted = len(range(0, max(len(w) for w in wavs), self.get_downsample_rates()))
-        width = min(int(out.steps.max()), counted)
-        frame = torch.minimum(torch.arange(width, device=out.steps.device)[None], out.steps[:, None] - 1)
+        rate = self.get_downsample_rates()
+        width = min(int(out.steps.max()), len(range(0, max(len(w) for w in wavs), rate)))
+        # the frames s3prl counts past each clip's own (at most two): copies of its last frame
+        counted = torch.tensor([len(range(0, len(w), rate)) for w in wavs], device=out.steps.device)
+        clip, frame = torch.nonzero(torch.arange(width, device=out.steps.device)[None] >= out.steps[:, None]
+                                    ).unbind(1)
+        keep = frame < counted[clip]
+        clip, frame = clip[keep], frame[keep]
 
-        def as_s3prl(h):  # (B, steps, D) -> (B, width, D), frames past a clip's end = its last
-            return h.gather(1, frame.unsqueeze(-1).expand(-1, -1, h.size(-1)))
+        def as_s3prl(h):  # (B, steps, D) -> (B, width, D)
+            h, last = h[:, :width], h[clip, out.steps[clip] - 1]
+            if h.requires_grad:  # (autograd needs the frames as they were: a copy)
+                return h.index_put((clip, frame), last)
+            h[clip, frame] = last  # (in place: a few frames, not a copy of the batch)
+            return h
 
         return {"hidden_states": [as_s3prl(h) for h in out.hidden_states],
                 "last_hidden_state": as_s3prl(out.output)}

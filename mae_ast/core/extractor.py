@@ -93,8 +93,11 @@ def _padded_batch(model: MAEAST, wavs, lengths) -> Tuple[torch.Tensor, torch.Ten
         if wavs.dim() != 2:
             raise ValueError(f"a batch of waveforms is (B, N), got shape {tuple(wavs.shape)}")
         batch = wavs.to(device, torch.float32)
-        lengths = (torch.full((batch.size(0),), batch.size(1)) if lengths is None
-                   else torch.as_tensor(lengths))
+        if lengths is None:
+            lengths = torch.full((batch.size(0),), batch.size(1))
+        else:  # what lies past a clip's end is not its audio: zeros, as a clip alone is padded
+            lengths = torch.as_tensor(lengths).to(device)
+            batch = batch * (torch.arange(batch.size(1), device=device)[None] < lengths[:, None])
     else:
         lengths = torch.tensor([len(w) for w in wavs])
         batch = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(w).to(device, torch.float32).reshape(-1)
