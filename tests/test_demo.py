@@ -36,6 +36,7 @@ def finite_numbers(obj):
         yield obj
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_demo_end_to_end(tmp_path):
     if not all(map(installed, PACKAGES)) and os.geteuid() != 0:

@@ -3,6 +3,8 @@
 ``EXCERPT`` is copied verbatim from the stdout of a real run (fairseq-fixed 0.12.3.1, the tiny
 16x16 model of conftest, ``common.log_interval=2``, four training clips so one update per
 epoch, validation every 2 updates); the last test runs fairseq again and reads its output."""
+import pytest
+
 from mae_ast import fairseq_log
 from mae_ast.fairseq_log import LogRecord, last_per_update, parse_line, read_log_file, read_records
 
@@ -98,6 +100,7 @@ def test_read_log_file(tmp_path):
     assert read_log_file(log) == read_records(EXCERPT)
 
 
+@pytest.mark.slow
 def test_a_real_run_logs_what_the_reader_reads(corpus, tmp_path):
     """Guards against the format changing under us: the installed fairseq's own output."""
     from conftest import fairseq_train, tiny_model_overrides

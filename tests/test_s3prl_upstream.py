@@ -24,6 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from s3prl_upstream.expert import UpstreamExpert  # noqa: E402
 
+# every test here needs real fairseq checkpoints or runs s3prl itself
+pytestmark = pytest.mark.slow
+
 S3PRL_PKG = Path(__import__("importlib").util.find_spec("s3prl").submodule_search_locations[0])
 SR = 16000
 

@@ -228,10 +228,11 @@ def _train_losses(run_dir):
     return losses
 
 
+@pytest.mark.slow
 def test_fairseq_bf16_training_follows_fp32(corpus, tmp_path):
     """A short tiny CPU run with fairseq's common.bf16=true (bf16 weights and activations,
     fp32 master weights) and one with model.autocast_dtype=bf16: their smoothed loss curves
-    stay within 2 % of fp32's (200 steps: within 0.25 %, README)."""
+    stay within 2 % of fp32's (200 steps: within 0.25 %, docs/performance.md)."""
     from conftest import fairseq_train, tiny_model_overrides
 
     steps = 60

@@ -38,6 +38,7 @@ def runs(corpus, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_trains_and_logs(runs, name):
     run_dir, proc = runs[name]
@@ -55,6 +56,7 @@ def test_recipe_trains_and_logs(runs, name):
     assert any((run_dir / "tblog" / "train").iterdir()), "tensorboard events in the run folder"
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_weights_only_and_into_stock_upstream(runs):
     """torch>=2.6 loads with weights_only=True by default: our checkpoints must pass, both
     for fairseq's own resume and for s3prl's stock mae_ast upstream (plain torch.load)."""
@@ -75,6 +77,7 @@ def test_checkpoint_loads_with_weights_only_and_into_stock_upstream(runs):
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_tool(runs, tmp_path):
     from s3prl.upstream.mae_ast.expert import UpstreamExpert as StockExpert
 
@@ -110,6 +113,7 @@ def test_original_layout_checkpoint_loads_into_ours(tmp_path):
         torch.testing.assert_close(ours(x, mask=False)["x"], ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(corpus, tmp_path):
     """Stopped after 3 updates and resumed to 6: same updates, learning rates and losses as one
     uninterrupted run (fairseq's resume plus deterministic crops and masks)."""
@@ -130,6 +134,7 @@ def test_resume_continues_exactly(corpus, tmp_path):
         assert abs(float(a[step]["loss"]) - float(b[step]["loss"])) < 1e-3, (step, a[step], b[step])
 
 
+@pytest.mark.slow
 def test_mismatched_checkpoint_is_refused_with_reason(runs, tmp_path, corpus):
     """Restoring a patch checkpoint into a frame model names the mismatch."""
     patch_ckpt = runs["patch_chunk"][0] / "checkpoints" / "checkpoint_last.pt"
