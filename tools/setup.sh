@@ -41,7 +41,7 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 # has metadata that pip>=24.1 rejects.
 $PIP install "pip==23.3.2" "setuptools<81" wheel
 # torch/torchaudio 2.8.0: s3prl 0.4.18 needs torchaudio.sox_effects and torchaudio.load,
-# which torchaudio 2.9 removed. torch 2.6+ loads with weights_only=True (see README).
+# which torchaudio 2.9 removed. torch 2.6+ loads with weights_only=True (docs/troubleshooting.md).
 $PIP install "torch==2.8.0" "torchaudio==2.8.0"
 # fairseq 0.12.2 neither builds nor imports on Python 3.11; fairseq-fixed is the same
 # `fairseq` package patched for it. Its C++ extensions build against the installed torch,
