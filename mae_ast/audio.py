@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .core.features import SAMPLE_RATE
+
 SOUNDFILE_EXTS = {".flac", ".wav", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".rf64"}
 # What the tools look for by default (make_manifest.py): every common audio file that
 # libsndfile (above) or ffmpeg through PyAV decodes. Video containers only where audio
@@ -110,7 +112,7 @@ def _av_chunks(path: str, start: int = 0, sample_rate: Optional[int] = None):
             raise AudioReadError(path, "no audio could be decoded")
 
 
-def read(path: str, sample_rate: int = 16000, start: int = 0, num: Optional[int] = None) -> torch.Tensor:
+def read(path: str, sample_rate: int = SAMPLE_RATE, start: int = 0, num: Optional[int] = None) -> torch.Tensor:
     """Mono float32 waveform at ``sample_rate``: ``num`` samples (all when None) from sample
     ``start`` (both counted at ``sample_rate``). Shorter when the file ends first."""
     if not os.path.isfile(path):
@@ -181,7 +183,7 @@ def _read_av(path, sample_rate, start, num):
     return data.mean(axis=0), rate
 
 
-def num_samples(path: str, sample_rate: int = 16000) -> int:
+def num_samples(path: str, sample_rate: int = SAMPLE_RATE) -> int:
     """Length in samples at ``sample_rate`` (what manifests store)."""
     rate, frames = probe(path)
     return int(frames * sample_rate // rate)

@@ -44,6 +44,8 @@ from types import SimpleNamespace
 
 import torch
 
+from mae_ast.core.features import SAMPLE_RATE
+
 TEXT = ("Masked autoencoders learn useful audio representations from spectrograms. "
         "The quick brown fox jumps over the lazy dog near the river bank, and six spoons of "
         "fresh snow peas wait on the table. Please call Stella and ask her to bring these things "
@@ -66,8 +68,8 @@ def speech_clips(folder: Path, n: int, seconds: float):
         subprocess.run(["espeak-ng", "-v", VOICES[i % len(VOICES)], "-s", str(150 + 10 * i), "-w",
                         str(wav_path), TEXT * 3], check=True, capture_output=True)
         wav, rate = sf.read(str(wav_path), dtype="float32")
-        wav = AF.resample(torch.from_numpy(wav), rate, 16000)
-        want = int(seconds * 16000)
+        wav = AF.resample(torch.from_numpy(wav), rate, SAMPLE_RATE)
+        want = int(seconds * SAMPLE_RATE)
         wav = wav.repeat(math.ceil(want / len(wav)))[:want]
         clips.append(wav)
     return clips
@@ -269,10 +271,10 @@ def bench_data(clips, folder: Path, n_clips: int, seconds: float):
     paths = {"flac": [], "opus-in-mkv": []}
     for i, wav in enumerate(clips):
         p = folder / f"clip{i}.flac"
-        sf.write(str(p), wav.numpy(), 16000)
+        sf.write(str(p), wav.numpy(), SAMPLE_RATE)
         paths["flac"].append(str(p))
         m = folder / f"clip{i}.mkv"
-        audio.write_mkv_opus(wav.numpy(), 16000, m)
+        audio.write_mkv_opus(wav.numpy(), SAMPLE_RATE, m)
         paths["opus-in-mkv"].append(str(m))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a loader worker gets
@@ -280,7 +282,7 @@ def bench_data(clips, folder: Path, n_clips: int, seconds: float):
     try:
         for fmt, ps in paths.items():
             def one(i):
-                wav = audio.read(ps[i % len(ps)], 16000, 0, int(seconds * 16000))
+                wav = audio.read(ps[i % len(ps)], SAMPLE_RATE, 0, int(seconds * SAMPLE_RATE))
                 return fbank(wav.unsqueeze(0))
             one(0)
             start = time.perf_counter()
@@ -297,7 +299,7 @@ def bench_data(clips, folder: Path, n_clips: int, seconds: float):
     return rates
 
 
-def upstream_batch(clips, n=16, min_s=1.0, max_s=10.0, rate=16000):
+def upstream_batch(clips, n=16, min_s=1.0, max_s=10.0, rate=SAMPLE_RATE):
     """The s3prl issue's batch: ``n`` real-speech waveforms from ``min_s`` to ``max_s`` seconds,
     evenly spread, cut at different places of the speech clips. Unequal lengths matter: the
     stock upstream pads every clip to the longest, ours runs only the valid tokens."""
@@ -313,7 +315,7 @@ def bench_upstream(clips, args, device):
 
     clips = upstream_batch(clips)
     print("\n### s3prl upstream: feature extraction, stock vs ours "
-          f"({len(clips)} clips of 1-10 s of speech, {sum(map(len, clips)) / 16000:.0f} s in all, "
+          f"({len(clips)} clips of 1-10 s of speech, {sum(map(len, clips)) / SAMPLE_RATE:.0f} s in all, "
           f"best of {args.upstream_repeats})")
     print("| model | stock s | ours fp32 s | speed-up | ours bf16 s | speed-up | bf16 rel. diff |")
     print("|---|---|---|---|---|---|---|")
@@ -360,7 +362,7 @@ def main():
         tmp = Path(tmp)
         clips = speech_clips(tmp, args.batch, max(args.clip_s))
         if "step" in sections:
-            from mae_ast.core.features import SAMPLE_RATE, fbank
+            from mae_ast.core.features import fbank
 
             sources = [fbank(torch.stack([c[: int(s * SAMPLE_RATE)] for c in clips])).to(device) for s in args.clip_s]
             source = sources[-1]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from mae_ast.core.features import SAMPLE_RATE
+
 
 def paper_checkpoint(path: Path, frame: bool) -> Path:
     from mae_ast.core import MAEAST, MAEASTConfig, checkpoint
@@ -54,7 +56,7 @@ def measure(frame: bool = False, ckpt: str = None, wavs=None, batch: int = 16, m
 
     if wavs is None:
         gen = torch.Generator().manual_seed(0)
-        lengths = (torch.rand(batch, generator=gen) * (max_s - min_s) + min_s) * 16000
+        lengths = (torch.rand(batch, generator=gen) * (max_s - min_s) + min_s) * SAMPLE_RATE
         wavs = [torch.randn(int(n), generator=gen) * 0.1 for n in lengths]
     wavs = [w.to(device) for w in wavs]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -78,7 +80,7 @@ def measure(frame: bool = False, ckpt: str = None, wavs=None, batch: int = 16, m
             for a, b in zip(outs["stock"]["hidden_states"], outs["ours"]["hidden_states"])]
     diff = max((a.float() - b).abs().max().item() / b.abs().max().item()
                for a, b in zip(outs["ours_bf16"]["hidden_states"], outs["ours"]["hidden_states"]))
-    seconds = sum(len(w) for w in wavs) / 16000
+    seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
     return {"best": best, "bf16_rel_diff": diff, "audio_s": seconds, "n": len(wavs),
             "same_shapes": all(same) and len(same) == len(outs["stock"]["hidden_states"]),
             "layers": len(outs["ours"]["hidden_states"]), "shape": tuple(outs["ours"]["hidden_states"][0].shape),

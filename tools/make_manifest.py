@@ -25,10 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from mae_ast import audio, cli
+from mae_ast.core.features import SAMPLE_RATE
 from mae_ast.manifest import unwritable_name_reason, unwritable_root_reason
 
 DEFAULT_EXTS = ",".join(ext.lstrip(".") for ext in audio.AUDIO_EXTENSIONS)
-SAMPLE_RATE = 16000
 PREFIX = "[make_manifest]"
 
 EPILOG = "default extensions (every common format soundfile or PyAV/ffmpeg decodes):\n" + textwrap.fill(

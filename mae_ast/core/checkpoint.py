@@ -12,6 +12,7 @@ from typing import Dict, Optional
 import torch
 
 from .config import MAEASTConfig
+from .features import SAMPLE_RATE
 
 
 class CheckpointError(ValueError):
@@ -107,7 +108,7 @@ def save(path: str, model: torch.nn.Module, state_dict: Optional[Dict[str, torch
     module and fairseq's restore read: for models built or trained without fairseq.
     ``state_dict`` (default: the model's own) writes other weights with the same names, e.g.
     the original implementation's; ``task`` adds or overrides ``cfg.task`` keys."""
-    cfg_task = {"_name": "mae_ast_pretraining", "sample_rate": 16000, "feature_type": "fbank",
+    cfg_task = {"_name": "mae_ast_pretraining", "sample_rate": SAMPLE_RATE, "feature_type": "fbank",
                 "feature_rate": 100, "feature_dim": model.feature_dim, "mask_type": model.mask_type, **task}
     torch.save({"cfg": {"model": {"_name": "mae_ast", **dataclasses.asdict(model.cfg)}, "task": cfg_task},
                 "model": model.state_dict() if state_dict is None else state_dict}, path)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import MAEASTConfig, check_compatibility
-from .features import samples_for_frames
+from .features import SAMPLE_RATE, samples_for_frames
 from .masking import MaskPlan, compute_mask
 from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
 
@@ -122,7 +122,7 @@ class MAEAST(nn.Module):
         """Token time steps (of ``n_freq`` tokens each) in ``frames`` fbank frames."""
         return (frames - self.kernel[0]) // self.stride[0] + 1
 
-    def min_samples(self, sample_rate: int = 16000) -> int:
+    def min_samples(self, sample_rate: int = SAMPLE_RATE) -> int:
         """Fewest waveform samples that give one token (shorter input is zero-padded to it)."""
         return samples_for_frames(self.kernel[0], sample_rate)
 

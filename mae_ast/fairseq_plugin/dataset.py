@@ -18,7 +18,7 @@ import torch
 from fairseq.data import FairseqDataset
 
 from .. import audio
-from ..core.features import fbank, num_frames, samples_for_frames
+from ..core.features import SAMPLE_RATE, fbank, num_frames, samples_for_frames
 from ..manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class TooManyBadFiles(RuntimeError):
 
 
 class MAEASTDataset(FairseqDataset):
-    def __init__(self, manifest: Manifest, sample_rate: int = 16000, feature_dim: int = 128,
+    def __init__(self, manifest: Manifest, sample_rate: int = SAMPLE_RATE, feature_dim: int = 128,
                  max_sample_size: Optional[int] = None, pad_audio: bool = False,
                  random_crop: bool = True, shuffle: bool = True,
                  max_bad_audio_fraction: float = 0.05, seed: int = 1):
