@@ -1,6 +1,5 @@
 """MAEASTDataset on real audio files: windows, batching, bad files, odd audio; and one real
 fairseq run where a listed file disappeared after the manifest was made."""
-import json
 import logging
 import os
 import shutil
@@ -14,6 +13,7 @@ import torchaudio.functional as AF
 from conftest import fairseq_train, read_wav, tiny_model_overrides
 from mae_ast import audio
 from mae_ast.core.features import fbank, num_frames
+from mae_ast.fairseq_log import read_records
 from mae_ast.fairseq_plugin.dataset import MAEASTDataset, TooManyBadFiles
 from mae_ast.manifest import Manifest
 
@@ -257,21 +257,10 @@ def test_fairseq_run_survives_a_deleted_file(tmp_path, speech16):
                          "optimization.max_update=3", "task.mask_type=random_mask")
     log = proc.stdout + proc.stderr
     assert str(gone) in log, log[-3000:]
-    train_logs = []
-    for line in log.splitlines():
-        start = line.find("{")
-        if start < 0 or '"bad_audio"' not in line:
-            continue
-        try:
-            record = json.loads(line[start:])
-        except json.JSONDecodeError:
-            continue
-        if any(k.startswith("train") for k in record) or "loss" in record:
-            train_logs.append(record)
+    train_logs = [r for r in read_records(log) if r.kind in ("train_inner", "train")]
     assert train_logs, log[-3000:]
-    bad = [float(r.get("bad_audio", r.get("train_bad_audio", 0))) for r in train_logs]
-    assert max(bad) >= 1, train_logs
-    losses = [float(v) for r in train_logs for k, v in r.items() if k.endswith("loss")]
+    assert max(r.number("bad_audio") for r in train_logs) >= 1, train_logs
+    losses = [r.number("loss") for r in train_logs]
     assert losses and all(np.isfinite(losses))
     assert os.path.isfile(run_dir / "checkpoints" / "checkpoint_last.pt")
     shutil.rmtree(run_dir / "checkpoints")

@@ -2,7 +2,6 @@
 only, CPU attention math and dropout, bf16 training. No timing here
 (tools/bench.py measures speed)."""
 import dataclasses
-import json
 import random
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mae_ast.core import MAEAST, MaskPlan, mae_ast_loss
+from mae_ast.fairseq_log import read_log_file
 from mae_ast.core import cpu_kernels
 from mae_ast.core.cpu_kernels import dropout_attention, drop_mask
 from mae_ast.core.transformer import SelfAttention, TransformerEncoder, add_dropout, dropout, gather_tokens
@@ -221,11 +221,7 @@ def test_fairseq_autocast_dtype_config():
 
 
 def _train_losses(run_dir):
-    losses = []
-    for line in (run_dir / "hydra_train.log").read_text().splitlines():
-        if "train_inner" in line and '"loss"' in line:
-            losses.append(float(json.loads(line[line.index("{"):])["loss"]))
-    return losses
+    return [r.number("loss") for r in read_log_file(run_dir / "hydra_train.log") if r.kind == "train_inner"]
 
 
 @pytest.mark.slow
