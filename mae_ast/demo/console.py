@@ -1,8 +1,9 @@
 """The demo's console: progress lines ``[demo   42s] message`` timed from the start of the demo,
 the error exit, and how numbers are printed."""
 import math
-import sys
 import time
+
+from mae_ast import cli
 
 _START = time.time()
 
@@ -17,8 +18,8 @@ def elapsed() -> float:
 
 
 def fail(message: str) -> None:
-    """End the demo with an error message and exit status 1."""
-    sys.exit(f"[demo] {message}")
+    """End the demo with ``demo.py: error: <message>`` (the tools' one error style) and exit status 1."""
+    cli.fail(message, code=cli.EXIT_NOTHING_DONE, prog="demo.py")
 
 
 def format_number(x) -> str:

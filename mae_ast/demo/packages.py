@@ -71,7 +71,7 @@ def ensure_installed(packages: Sequence[str]) -> None:
     command = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
     if os.geteuid() != 0:
         fail(f"the built-in corpus needs Debian packages that are not installed; run\n"
-             f"    sudo {' '.join(command)}\n[demo] or train on your own audio with --audio DIR")
+             f"    sudo {' '.join(command)}\nor train on your own audio with --audio DIR")
     log(f"installing {len(missing)} Debian packages (about 650 MB for all eight, a few minutes): {' '.join(command)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if subprocess.run(command, env=env, capture_output=True).returncode != 0:
