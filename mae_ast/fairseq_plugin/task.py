@@ -37,6 +37,11 @@ class MAEASTPretrainingConfig(FairseqDataclass):
         metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
                           "chunk_mask: SSAST square chunks (patch models); retain_spans: wav2vec2 spans (frame models)"})
     seed: int = field(default=II("common.seed"), metadata={"help": "crops follow (seed, epoch, clip): common.seed"})
+    persistent_workers: bool = field(
+        default=False,
+        metadata={"help": "keep loader workers from one epoch to the next (fairseq reads it here). Off: "
+                          "fairseq sets the epoch on the main process's dataset only, so a persistent "
+                          "worker would repeat epoch 1's crops every epoch; restarting costs seconds"})
     max_bad_audio_fraction: float = field(
         default=0.05, metadata={"help": "stop when more than this share of audio reads fail (after 10 failures)"})
 
