@@ -243,3 +243,71 @@ def test_random_init_keeps_input_normalisation(ckpts):
     torch.testing.assert_close(fresh.batch_norm.running_var, model.batch_norm.running_var)
     assert not torch.equal(fresh.post_extract_proj.weight, model.post_extract_proj.weight)
     assert not fresh.training
+
+
+# ---- the benchmarks, in their tiny configuration (so the documented commands cannot rot) ----------
+def markdown_rows(text, heading):
+    """{first cell: other cells} of the body rows of the markdown table under the line starting
+    with ``heading`` (the header row and the |---| line left out)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    table = []
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            if table:
+                break
+            continue
+        table.append([c.strip() for c in line.strip().strip("|").split("|")])
+    assert len(table) >= 2 and set(table[1][0]) == {"-"}, table
+    return {cells[0]: cells[1:] for cells in table[2:]}
+
+
+def positive(cell, pattern=r"([0-9.]+)"):
+    value = float(re.match(pattern, cell).group(1))
+    assert value > 0 and np.isfinite(value), cell
+    return value
+
+
+def test_bench_tiny_prints_every_section():
+    """``tools/bench.py --quick --tiny``: every section's table, both models, every precision
+    of ours timed (speed-ups are ratios of times: finite and positive only if both are)."""
+    proc = run("bench.py", "--quick", "--tiny", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for kind in ("patch", "frame"):
+        steps = markdown_rows(out, f"### step: {kind} model")
+        assert {"fp32", "bf16-autocast", "bf16-pure"} <= set(steps), steps
+        for precision in ("fp32", "bf16-autocast", "bf16-pure"):
+            original, ours, speed_up, mfu = steps[precision]
+            assert re.fullmatch(r"[0-9.]+ \([0-9.]+\)", ours), (precision, ours)
+            positive(speed_up, r"([0-9.]+)x")
+            assert re.match(r"\d+ % \(\d+ %\) of (fp32|bf16) peak", mfu), mfu
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+\)", steps["fp32"][0]), steps["fp32"]
+        assert "best precision" in steps
+    assert re.search(r"matmul peak, 256x256x256.*fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", out)
+    data = markdown_rows(out, "### data")
+    assert set(data) == {"flac", "opus-in-mkv"}, data
+    for clips_per_s, audio_per_s in data.values():
+        positive(clips_per_s)
+        positive(audio_per_s)
+    upstream = markdown_rows(out, "### s3prl upstream")
+    assert set(upstream) == {"patch", "frame"}, upstream
+    for stock, ours, speed_up, ours_bf16, speed_up_bf16, rel_diff in upstream.values():
+        positive(speed_up, r"([0-9.]+)x")
+        positive(speed_up_bf16, r"([0-9.]+)x")
+        assert 0 < float(rel_diff) < 0.1, rel_diff  # bf16 ran, and stayed close
+
+
+def test_bench_upstream_tiny():
+    proc = run("bench_upstream.py", "--tiny", "--batch", "4", "--max-s", "3", "--repeats", "1", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "model: 16x16 patches, 2 layers, dim 32" in out, out
+    for name in ("stock upstream:", r"our upstream \(fp32\):", r"our upstream \(bf16\):"):
+        wall, cpu = re.search(name + r"\s+([0-9.]+)\s+([0-9.]+)", out).groups()
+        assert float(wall) >= 0 and float(cpu) >= 0
+    for speed_up in re.findall(r"speed-up ([0-9.]+)x wall, ([0-9.]+)x CPU", out):
+        assert all(float(s) > 0 for s in speed_up)
+    assert len(re.findall(r"speed-up", out)) == 2
+    assert 0 < float(re.search(r"max \|difference\| / max \|value\| = ([0-9.e+-]+)", out).group(1)) < 0.1
+    assert re.search(r"hidden states: 2 x \(4, \d+, 256\), same shapes as stock: True", out), out

@@ -5,6 +5,11 @@ copy inside s3prl), the machine's own matmul peak, the data loader and the s3prl
     .venv/bin/python tools/bench.py                    # CPU, patch and frame models (~5-10 min on 2 cores)
     .venv/bin/python tools/bench.py --quick            # smoke test (~1-2 min)
     .venv/bin/python tools/bench.py --device cuda      # on a GPU: adds fp16, peak in bf16/fp16
+    .venv/bin/python tools/bench.py --quick --tiny     # every section, tiny model (seconds): checks the tool runs
+
+``--tiny`` swaps the paper-size model for a tiny one (2 + 1 layers, 32 dim; as the tests'),
+in the step and upstream sections, and times the matmul peak on a small matrix briefly: the
+figures mean nothing for speed, the tables come out as with the paper's model.
 
 Sections:
 
@@ -75,22 +80,26 @@ def speech_clips(folder: Path, n: int, seconds: float):
     return clips
 
 
-def paper_cfg(kind: str):
+TINY = dict(encoder_layers=2, decoder_layers=1, encoder_embed_dim=32, decoder_embed_dim=32,
+            encoder_ffn_embed_dim=64, encoder_attention_heads=2)  # --tiny: the tests' tiny model
+
+
+def paper_cfg(kind: str, tiny: bool = False):
     from mae_ast.core import MAEASTConfig
 
     (kt, kc), _ = KERNELS[kind]
     # the paper's configuration (config/pretrain/mae_ast.yaml), LayerDrop off: equal work per step
     return MAEASTConfig(ast_kernel_size_time=kt, ast_kernel_size_chan=kc, ast_kernel_stride_time=kt,
                         ast_kernel_stride_chan=kc, enc_sine_pos=True, dec_sine_pos=True,
-                        dropout_input=0.1, max_token_length=48000)
+                        dropout_input=0.1, max_token_length=48000, **(TINY if tiny else {}))
 
 
-def build_models(kind: str, device):
+def build_models(kind: str, device, tiny: bool = False):
     from s3prl.upstream.mae_ast.mae_ast import MAE_AST
 
     from mae_ast.core import MAEAST
 
-    cfg = paper_cfg(kind)
+    cfg = paper_cfg(kind, tiny)
     mask_type = KERNELS[kind][1]
     torch.manual_seed(0)
     ours = MAEAST(cfg, mask_type=mask_type)
@@ -200,7 +209,7 @@ def time_interleaved(steps: dict, n_steps: int, warmup: int, device):
 
 
 def bench_steps(kind, source, args, device, peaks, summary, seconds):
-    ours, orig = build_models(kind, device)
+    ours, orig = build_models(kind, device, args.tiny)
     precisions = ["fp32", "bf16-autocast", "bf16-pure"]
     if device.type == "cuda":
         precisions += ["fp16-autocast", "fp16-pure"]
@@ -320,7 +329,8 @@ def bench_upstream(clips, args, device):
     print("| model | stock s | ours fp32 s | speed-up | ours bf16 s | speed-up | bf16 rel. diff |")
     print("|---|---|---|---|---|---|---|")
     for kind in args.models:
-        r = bu.measure(frame=kind == "frame", wavs=clips, repeats=args.upstream_repeats, device=device.type)
+        r = bu.measure(frame=kind == "frame", wavs=clips, repeats=args.upstream_repeats, device=device.type,
+                       tiny=args.tiny)
         (ws, _), (wo, _), (wb, _) = r["best"]["stock"], r["best"]["ours"], r["best"]["ours_bf16"]
         print(f"| {kind} | {ws:.2f} | {wo:.2f} | {ws / wo:.2f}x | {wb:.2f} | {ws / wb:.2f}x | {r['bf16_rel_diff']:.1e} |")
 
@@ -340,6 +350,9 @@ def main():
     ap.add_argument("--upstream-repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 2 steps after 1 warm-up, 3 s clips, fewer data clips, 1 upstream repeat")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a tiny model (2 + 1 layers, 32 dim) instead of the paper's, and a brief small "
+                         "matmul peak: checks that every section runs, in seconds; the figures mean nothing")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.warmup, args.clip_s, args.data_clips, args.upstream_repeats = 2, 1, "3", 4, 1
@@ -366,24 +379,25 @@ def main():
 
             sources = [fbank(torch.stack([c[: int(s * SAMPLE_RATE)] for c in clips])).to(device) for s in args.clip_s]
             source = sources[-1]
-            n = 2048 if device.type == "cpu" else 8192
-            peaks = {"fp32": matmul_peak(torch.float32, device, n),
-                     "bf16": matmul_peak(torch.bfloat16, device, n)}
+            n = 256 if args.tiny else 2048 if device.type == "cpu" else 8192
+            peak_s = 0.3 if args.tiny else 3.0
+            peaks = {"fp32": matmul_peak(torch.float32, device, n, peak_s),
+                     "bf16": matmul_peak(torch.bfloat16, device, n, peak_s)}
             if device.type == "cuda":
-                peaks["fp16"] = matmul_peak(torch.float16, device, n)
+                peaks["fp16"] = matmul_peak(torch.float16, device, n, peak_s)
             peaks["size"] = n
             if device.type == "cpu":
                 # the precision the original was written for; far too slow on a CPU to time a step
-                fp16 = matmul_peak(torch.float16, device, 256, seconds=1.0)
-                minutes = step_flops(paper_cfg("patch"), source.size(0), source.size(1)) / fp16 / 60
+                fp16 = matmul_peak(torch.float16, device, 256, seconds=0.2 if args.tiny else 1.0)
+                minutes = step_flops(paper_cfg("patch", args.tiny), source.size(0), source.size(1)) / fp16 / 60
                 print(f"fp16 matmul on this CPU: {fp16 / 1e9:.2f} GFLOP/s (256^3), so the original's fp16 "
                       f"(common.fp16=true) is not timed here: one step would take about {minutes:.0f} min")
             summary = []
             for seconds, source in zip(args.clip_s, sources):
                 for kind in args.models:
                     bench_steps(kind, source, args, device, peaks, summary, seconds)
-            print("\nmatmul peak, {0}x{0}x{0}, fastest of 3 s alone and of the runs interleaved with the "
-                  "steps: ".format(n) + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if k != "size"))
+            print("\nmatmul peak, {0}x{0}x{0}, fastest of {1:g} s alone and of the runs interleaved with the "
+                  "steps: ".format(n, peak_s) + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items() if k != "size"))
         if "data" in sections:
             bench_data(clips, tmp, args.data_clips, max(args.clip_s))
         if "upstream" in sections:

@@ -5,6 +5,10 @@ upstream, on the same checkpoint and the same batch, on CPU.
     .venv/bin/python tools/bench_upstream.py                     # paper-size random patch model
     .venv/bin/python tools/bench_upstream.py --frame             # paper-size random frame model
     .venv/bin/python tools/bench_upstream.py --ckpt checkpoint_last.pt
+    .venv/bin/python tools/bench_upstream.py --tiny --batch 4 --max-s 3 --repeats 1   # checks the tool runs (seconds)
+
+``--tiny`` swaps the paper-size random model for a tiny one (2 + 1 layers, 32 dim; as the
+tests'): the figures then mean nothing for speed.
 
 ``tools/bench.py`` runs the same measurement (``measure``) in its full table.
 
@@ -22,13 +26,17 @@ import torch
 from mae_ast.core.features import SAMPLE_RATE
 
 
-def paper_checkpoint(path: Path, frame: bool) -> Path:
+TINY = dict(encoder_layers=2, decoder_layers=1, encoder_embed_dim=32, decoder_embed_dim=32,
+            encoder_ffn_embed_dim=64, encoder_attention_heads=2)  # --tiny: the tests' tiny model
+
+
+def paper_checkpoint(path: Path, frame: bool, tiny: bool = False) -> Path:
     from mae_ast.core import MAEAST, MAEASTConfig, checkpoint
 
     k = (2, 128) if frame else (16, 16)
     cfg = MAEASTConfig(ast_kernel_size_time=k[0], ast_kernel_size_chan=k[1],
                        ast_kernel_stride_time=k[0], ast_kernel_stride_chan=k[1],
-                       enc_sine_pos=True, dec_sine_pos=True, encoder_layerdrop=0.05)
+                       enc_sine_pos=True, dec_sine_pos=True, encoder_layerdrop=0.05, **(TINY if tiny else {}))
     torch.manual_seed(0)
     checkpoint.save(path, MAEAST(cfg, mask_type="random_mask" if frame else "chunk_mask"), deltas=False)
     return path
@@ -42,15 +50,16 @@ def timed(fn):
 
 
 def measure(frame: bool = False, ckpt: str = None, wavs=None, batch: int = 16, min_s: float = 1.0,
-            max_s: float = 10.0, repeats: int = 3, device: str = "cpu") -> dict:
+            max_s: float = 10.0, repeats: int = 3, device: str = "cpu", tiny: bool = False) -> dict:
     """Time stock vs our upstream (fp32 and bf16) on one batch; best of ``repeats``
     interleaved runs. Returns wall and CPU seconds per upstream and the bf16 difference.
-    ``wavs``: a list of 1-D 16 kHz waveforms (default: ``batch`` noise clips of min_s..max_s)."""
+    ``wavs``: a list of 1-D 16 kHz waveforms (default: ``batch`` noise clips of min_s..max_s).
+    ``tiny``: without ``ckpt``, a tiny random model instead of the paper-size one."""
     from s3prl.upstream.mae_ast.expert import UpstreamExpert as StockExpert
     from s3prl_upstream.expert import UpstreamExpert as OurExpert
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", frame))
+        ckpt = ckpt or str(paper_checkpoint(Path(tmp) / "paper.pt", frame, tiny))
         stock, ours = StockExpert(ckpt).eval().to(device), OurExpert(ckpt).eval().to(device)
         ours_bf16 = OurExpert(ckpt, precision="bf16").eval().to(device)
 
@@ -97,10 +106,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a tiny random model (2 + 1 layers, 32 dim) instead of the paper-size one: checks "
+                         "that the tool runs, in seconds; the figures mean nothing")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = measure(args.frame, args.ckpt, None, args.batch, args.min_s, args.max_s, args.repeats, args.device)
+    r = measure(args.frame, args.ckpt, None, args.batch, args.min_s, args.max_s, args.repeats, args.device, args.tiny)
     m = r["model"]
     print(f"batch: {r['n']} waveforms ({r['audio_s']:.0f} s in all); threads: {torch.get_num_threads()}; "
           f"model: {m.kernel[0]}x{m.kernel[1]} patches, {m.cfg.encoder_layers} layers, dim {m.cfg.encoder_embed_dim}")
