@@ -62,3 +62,38 @@ def test_memory_does_not_grow_with_the_file(ckpt, tmp_path):
     assert np.load(tmp_path / "out_long" / "clip.npy", mmap_mode="r").shape[0] == ((900 * SR - 400) // 160 + 1 - 16) // 16 + 1
     # a whole-file pass holds the 15-minute waveform, its fbank frames and spectra: > 400 MiB more
     assert long - short < 60, (short, long)
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "extract_features.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("case", ["not a folder", "missing checkpoint", "no audio", "bad layer",
+                                  "bad window", "all unreadable"])
+def test_documented_failures(ckpt, tmp_path, case):
+    """Each failure --help promises: '<tool>: error: <why>' and its exit code (2: unusable input
+    or command line; 1: ran, but every file was unreadable, each named)."""
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    sf.write(audio_dir / "ok.flac", tone_with_noise(1.0), SR)
+    out = tmp_path / "out"
+    args, code, message = {
+        "not a folder": ((ckpt, audio_dir / "ok.flac", "--out", out), 2, "is not a folder"),
+        "missing checkpoint": ((tmp_path / "none.pt", audio_dir, "--out", out), 2, "no such checkpoint"),
+        "no audio": ((ckpt, tmp_path / "out_empty", "--out", out), 2, "no audio files"),
+        "bad layer": ((ckpt, audio_dir, "--out", out, "--layer", "3"), 2, "layers 1..2"),
+        "bad window": ((ckpt, audio_dir, "--out", out, "--window-seconds", "0"), 2, "must be positive"),
+        "all unreadable": ((ckpt, audio_dir, "--out", out), 1, "unreadable"),
+    }[case]
+    if case == "no audio":
+        (tmp_path / "out_empty").mkdir()
+    if case == "all unreadable":
+        (audio_dir / "ok.flac").write_bytes(b"not audio at all" * 100)
+    proc = run_tool(*args)
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert message in proc.stdout + proc.stderr
+    if code == 2:
+        assert "extract_features.py: error:" in proc.stderr
+    else:
+        assert "ok.flac" in proc.stderr  # the unreadable file is named

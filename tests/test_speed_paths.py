@@ -305,3 +305,28 @@ def test_training_with_dropout_on_both_paths():
     assert results[True] != results[False], "the two paths draw different masks"
     for on in (True, False):
         assert abs(results[on] - without[on]) > 1e-4, "dropout had no effect"
+
+
+@pytest.mark.slow
+def test_fairseq_training_on_the_plain_gpu_path(corpus, tmp_path, monkeypatch):
+    """The code a GPU runs (F.dropout, SDPA with dropout_p), end to end on a CPU:
+    MAE_AST_CPU_KERNELS=0 reaches fairseq-hydra-train's process (its dropout masks differ, so
+    the losses do), and it learns as the CPU kernels do: the smoothed curves stay within 3 %.
+    (fairseq's common.fp16 needs CUDA in fairseq 0.12, FP16Optimizer; common.bf16 runs the
+    same optimizer code on a CPU: test_fairseq_bf16_training_follows_fp32.)"""
+    from conftest import fairseq_train, tiny_model_overrides
+
+    steps = 40
+    common = [*tiny_model_overrides(True), f"optimization.max_update={steps}", "task.mask_type=chunk_mask",
+              "lr_scheduler.warmup_updates=10", "optimization.lr=[0.0005]", "checkpoint.no_save=true"]
+    curves = {}
+    for name, switch in (("kernels", "1"), ("plain", "0")):
+        monkeypatch.setenv("MAE_AST_CPU_KERNELS", switch)
+        fairseq_train(corpus["manifests"], tmp_path / name, *common)
+        curves[name] = torch.tensor(_train_losses(tmp_path / name))
+        assert len(curves[name]) == steps and torch.isfinite(curves[name]).all(), name
+    assert not torch.equal(curves["kernels"], curves["plain"]), "the switch did not reach the run"
+    smooth = lambda c: F.avg_pool1d(c.view(1, 1, -1), 10, 1).flatten()  # noqa: E731
+    ref, plain = smooth(curves["kernels"]), smooth(curves["plain"])
+    assert plain[-1] < 0.8 * plain[0], "the plain path learns"
+    assert ((plain - ref).abs() / ref).max() < 0.03
