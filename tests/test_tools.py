@@ -311,3 +311,17 @@ def test_bench_upstream_tiny():
     assert len(re.findall(r"speed-up", out)) == 2
     assert 0 < float(re.search(r"max \|difference\| / max \|value\| = ([0-9.e+-]+)", out).group(1)) < 0.1
     assert re.search(r"hidden states: 2 x \(4, \d+, 256\), same shapes as stock: True", out), out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--minutes", "0"], "--minutes 0.0: the training time must be positive"),
+    (["--hours-of-audio", "50"], "--hours-of-audio 50.0: between 0 and 10.0"),
+    (["--audio", "/no/such/folder"], "--audio /no/such/folder is not a folder"),
+    (["--packages", "fillets-ng-data-nl,nope"], "--packages: unknown nope"),
+    (["--jobs", "0"], "--jobs 0: at least 1"),
+])
+def test_demo_refuses_bad_flags_before_any_work(tmp_path, flags, message):
+    """The main job's command line fails at once, in the tools' style, and creates nothing."""
+    proc = run("demo.py", *flags, "--out", tmp_path / "out")
+    assert proc.returncode == 2 and f"demo.py: error: {message}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -25,14 +25,17 @@ import os
 import sys
 from pathlib import Path
 
+from mae_ast.cli import EXIT_CODES_HELP
 from mae_ast.demo.packages import PACKAGES
 from mae_ast.demo.pipeline import DemoOptions, run
 
 REPO = Path(__file__).resolve().parents[1]
+MAX_HOURS = 10.0  # about what the eight packages hold
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=7, help="training time in minutes, in total over reruns (default 7)")
     p.add_argument("--hours-of-audio", type=float, default=1.5,
                    help="size of the built-in corpus in hours (default 1.5; at most ~10)")
@@ -42,7 +45,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "demo_runs" / "default", help="work folder (default demo_runs/default)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the corpus and manifests")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # wrong flags fail here, before minutes of corpus building and training
+    if not args.minutes > 0:
+        p.error(f"--minutes {args.minutes}: the training time must be positive")
+    if not 0 < args.hours_of_audio <= MAX_HOURS:
+        p.error(f"--hours-of-audio {args.hours_of_audio}: between 0 and {MAX_HOURS} (what the packages hold)")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: at least 1")
+    if args.audio is not None and not args.audio.is_dir():
+        p.error(f"--audio {args.audio} is not a folder")
+    unknown = [name for name in args.packages.split(",") if name and name not in PACKAGES]
+    if unknown:
+        p.error(f"--packages: unknown {', '.join(unknown)}; choose from {', '.join(PACKAGES)}")
+    return args
 
 
 def main(argv=None) -> None:
