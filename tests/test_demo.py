@@ -1,9 +1,10 @@
 """The main job, shortened: tools/demo.py builds a small corpus from two Debian packages
 (installed by tools/setup.sh), pretrains for a minute on the CPU and writes the report; a rerun
-reuses every step."""
+reuses every step, and one with more minutes continues the training."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -18,9 +19,9 @@ def installed(package):
     return subprocess.run(["dpkg", "-s", package], capture_output=True).returncode == 0
 
 
-def demo(out, *extra):
-    cmd = [sys.executable, str(REPO / "tools" / "demo.py"), "--minutes", "1", "--hours-of-audio", "0.1",
-           "--packages", ",".join(PACKAGES), "--out", str(out), "--cpu", *extra]
+def demo(out, minutes=1):
+    cmd = [sys.executable, str(REPO / "tools" / "demo.py"), "--minutes", str(minutes), "--hours-of-audio", "0.1",
+           "--packages", ",".join(PACKAGES), "--out", str(out), "--cpu"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
 
@@ -34,6 +35,52 @@ def finite_numbers(obj):
             yield from finite_numbers(v)
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         yield obj
+
+
+def snapshot_mtimes(*folders):
+    """{path: mtime_ns} of every file under the folders."""
+    return {str(p): p.stat().st_mtime_ns for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def check_losses_are_the_logs(s, run):
+    """report.json's last train and validation losses are the last records of hydra_train.log,
+    as mae_ast.fairseq_log reads them, and its update count the last one logged (that of
+    checkpoint_last.pt: a run ends with a validation)."""
+    from mae_ast import fairseq_log
+
+    records = fairseq_log.read_log_file(run / "hydra_train.log")
+    for part, kind in (("train", "train_inner"), ("valid", "valid")):
+        last = [r for r in fairseq_log.last_per_update(records, kind) if r.number("loss") is not None][-1]
+        assert s[part] == {key: last.number(key) for key in ("loss", "loss_recon", "loss_info_nce")}, (part, last)
+    assert s["updates"] == max(r.number("num_updates") for r in records if r.kind in ("train_inner", "valid"))
+    return records
+
+
+def check_html_shows_the_report(s, html):
+    """The numbers of index.html are report.json's, formatted as html.py formats them."""
+    from mae_ast.demo.console import format_number
+
+    assert f"trained for {s['updates']} updates" in html
+    for label, part in (("first validation", "first_valid"), ("last validation", "valid"), ("last train", "train")):
+        row = "".join(f"<td>{format_number(s[part][key])}</td>" for key in ("loss", "loss_recon", "loss_info_nce"))
+        assert f"<tr><td>{label}</td>{row}</tr>" in html, (label, s[part])
+    for r in s["reconstructions"]:
+        assert f"<p>masked MSE {r['mse']:.3f}</p><img src='{r['figure']}'>" in html
+
+    def acc(res):
+        return f"{format_number(res['accuracy'])} ({format_number(res['balanced_accuracy'])})"
+
+    for task, res in s["probe"].items():
+        assert f"{res['train_clips']} training clips from {res['train_files']} files, {res['test_clips']} " in html
+        rows = [("pretrained MAE-AST, mean of all layers", res["pretrained"]["all"]),
+                ("random init, mean of all layers", res["random"]["all"]),
+                ("pretrained MAE-AST, last layer", res["pretrained"]["layer4"]),
+                ("random init, last layer", res["random"]["layer4"]), ("log-mel mean", res["logmel"])]
+        for label, r in rows:
+            assert f"<tr><td>{label}</td><td>{acc(r)}</td></tr>" in html, (task, label, r)
+        for i in range(1, 5):
+            layer = f"layer{i}"
+            assert f"<tr><td>{layer}</td><td>{acc(res['pretrained'][layer])}</td><td>{acc(res['random'][layer])}</td></tr>" in html
 
 
 @pytest.mark.slow
@@ -76,11 +123,53 @@ def test_demo_end_to_end(tmp_path):
         assert 0 <= res["accuracy"] <= 1
     assert "Linear probe" in html and "random init" in html
 
+    # the report's numbers are the run's: losses from hydra_train.log, index.html from report.json
+    run = out / "run"
+    first_records = check_losses_are_the_logs(s, run)
+    check_html_shows_the_report(s, html)
+
     # a rerun reuses the corpus, manifests, checkpoint and report
     again = demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for step in ("corpus: reusing", "manifests: reusing", "training: reusing", "report: reusing"):
         assert step in again.stdout, again.stdout
+
+    # a rerun with more minutes continues from checkpoint_last.pt (the update count goes on)
+    # on the same corpus and manifests, and rewrites the report
+    built = snapshot_mtimes(out / "corpus", out / "manifests")
+    more = demo(out, minutes=1.5)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    for step in ("corpus: reusing", "manifests: reusing", "training: resuming"):
+        assert step in more.stdout, more.stdout
+    assert snapshot_mtimes(out / "corpus", out / "manifests") == built
+    from mae_ast import fairseq_log
+
+    records = fairseq_log.read_log_file(run / "hydra_train.log")
+    assert records[: len(first_records)] == first_records  # the resumed run appends to the log
+    loaded = re.findall(r"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ (\d+) updates\)",
+                        (run / "hydra_train.log").read_text())
+    assert [int(n) for n in loaded] == [s["updates"]]  # the first run's checkpoint, as its report said
+    new = [int(r.number("num_updates")) for r in records[len(first_records):]]
+    # no restart from update 1: the count goes on (a train_inner record every 10 updates)
+    assert new and s["updates"] < new[0] <= s["updates"] + 10 and new == sorted(new), (s["updates"], new)
+    s2 = json.loads((report / "report.json").read_text())
+    assert s2["updates"] == new[-1] > s["updates"] and s2["checkpoint_stamp"] != s["checkpoint_stamp"]
+    check_losses_are_the_logs(s2, run)
+    html2 = (report / "index.html").read_text()
+    check_html_shows_the_report(s2, html2)
+
+    # the probe accuracies are what mae_ast.demo.probe computes again on that checkpoint and corpus
+    import torch
+
+    from mae_ast.demo.corpus import read_index
+    from mae_ast.demo.probe import run_probe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) // 2)))  # as report.write_report does
+    try:
+        assert run_probe(run / "checkpoints" / "checkpoint_last.pt", out / "corpus", read_index(out / "corpus")) == s2["probe"]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_corpus_plan_shares_hours_between_categories_then_sources():

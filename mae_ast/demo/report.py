@@ -170,7 +170,8 @@ def write_report(run_dir: Path, manifests: Path, corpus: Path, index: Sequence[d
     summary = {
         "checkpoint": str(checkpoint), "checkpoint_stamp": stamp, "device": "GPU" if gpu else "CPU",
         "model": model_summary(model),
-        "updates": int(last_train.get("num_updates", last_valid.get("num_updates", 0))),
+        # the checkpoint's count: a run ends with a validation, train_inner records come every 10 updates
+        "updates": int(max(last_train.get("num_updates", 0), last_valid.get("num_updates", 0))),
         "train": _losses(last_train), "valid": _losses(last_valid),
         "first_valid": _losses(curves["valid"][0]) if curves["valid"] else {},
         "corpus": corpus_summary(index), "reconstructions": reconstructions, "probe": probe, "timings_s": timings,
