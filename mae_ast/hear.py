@@ -94,7 +94,9 @@ class MAEASTHear(nn.Module):
             return audio.new_zeros(0, steps, self.timestamp_embedding_size, device=self.device)
         out = extract(self.model, audio, layers=self.layers, chunk_steps=self.chunk_steps,
                       precision=self.precision)
-        picked = out.hidden_states
+        # the last layer is the encoder output: for pre-LN models, with the final LayerNorm
+        n_layers = len(self.model.encoder.layers)
+        picked = [out.output if i == n_layers else h for i, h in zip(self.layers, out.hidden_states)]
         if len(picked) == 1:
             return picked[0]
         return torch.cat(picked, dim=-1) if self.combine == "concat" else torch.stack(picked).mean(0)

@@ -307,3 +307,18 @@ def test_hear_validator_accepts_the_module(kind, hear_venv, hear_checkpoints, or
     assert "Looks good!" in proc.stdout
     hop = {"patch": 160.0, "frame": 20.0, "original": 160.0}[kind]
     assert f"Interval between timestamps is {hop}ms" in proc.stdout
+
+
+def test_last_layer_of_a_pre_ln_model_is_the_encoder_output():
+    """layers="last" is the encoder output: for pre-LN models that includes the final LayerNorm."""
+    from mae_ast.core import MAEAST
+    from mae_ast.core.features import fbank
+    from test_core import PATCH, tiny_cfg
+
+    torch.manual_seed(0)
+    model = MAEAST(tiny_cfg(PATCH, layer_norm_first=True)).eval()
+    wav = torch.randn(1, 2 * SR) * 0.1
+    with torch.no_grad():
+        ref = model(fbank(wav), None, mask=False)["x"]
+        got = hear.MAEASTHear(model, (2,), "mean", None, "fp32")(wav)
+    torch.testing.assert_close(got, ref.reshape(1, -1, 8 * 32), atol=1e-5, rtol=1e-5)
