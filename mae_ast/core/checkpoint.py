@@ -145,8 +145,77 @@ def load_model(path: str, decoder: bool = True, sample_rate: Optional[int] = Non
     check_compatible(model, state["model"])
     model.load_state_dict(state["model"], strict=True)
     if not decoder:
-        model.decoder = model.final_proj_reconstruction = model.final_proj_classification = None
-        model.decoder_mask_emb = None
-        if cfg.dec_sine_pos:
-            model.dec_sine_pos_embed = None
+        model.remove_decoder()
     return model, cfg_task
+
+
+# what only pre-training uses: left out when a checkpoint's encoder initialises a classifier
+DECODER_SIDE = ("decoder.", "decoder_mask_emb", "dec_sine_pos_embed.", "final_proj_", "post_enc_proj.")
+
+
+def load_encoder_weights(backbone: torch.nn.Module, path: str) -> dict:
+    """Initialise ``backbone`` (an MAEAST without decoder) from a pre-training checkpoint, ours
+    or the original release's: the encoder side strictly, after checking that the checkpoint's
+    settings mean what the backbone's do (a frame checkpoint into a patch model is refused,
+    saying what differs). Returns the checkpoint's ``cfg["task"]``."""
+    state = load(path)
+    cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
+    if cfg_model.get("_name") == CLASSIFIER_NAME:
+        raise CheckpointError(f"{path}: a fine-tuned classifier, not a pre-training checkpoint")
+    try:
+        check_same_semantics(cfg_model, backbone.cfg)
+        if int(cfg_task.get("feature_dim", 128)) != backbone.feature_dim:
+            raise CheckpointError(f"task.feature_dim: checkpoint {cfg_task.get('feature_dim')}, "
+                                  f"model {backbone.feature_dim}")
+        encoder = {k: v for k, v in state["model"].items() if not k.startswith(DECODER_SIDE)}
+        check_compatible(backbone, encoder)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    backbone.load_state_dict(encoder, strict=True)
+    return cfg_task
+
+
+CLASSIFIER_NAME = "mae_ast_classifier"
+
+
+@dataclasses.dataclass
+class ClassifierInfo:
+    label_names: list  # class index -> name
+    multi_label: bool  # sigmoid scores (trained with binary cross-entropy), else softmax
+    window_samples: int  # the clip length it was fine-tuned on: longer input is cut into windows of it
+    cfg: dict  # the checkpoint's whole cfg
+
+
+def load_classifier(path: str):
+    """(MAEASTClassifier with a fine-tuned checkpoint's weights, in eval mode; ClassifierInfo)."""
+    from .classifier import MAEASTClassifier  # here: classifier imports the extractor and model
+
+    state = load(path)
+    cfg = state["cfg"]
+    cfg_model, cfg_task = dict(cfg["model"]), dict(cfg["task"])
+    if cfg_model.get("_name") != CLASSIFIER_NAME:
+        raise CheckpointError(f"{path}: a pre-training checkpoint, not a classifier; fine-tune it first "
+                              f"(fairseq-hydra-train --config-name mae_ast_finetune ..., docs/finetuning.md)")
+    encoder_cfg = model_config(cfg_model)
+    encoder_cfg.encoder_layerdrop = 0.0
+    names = list(cfg_model.get("label_names") or [])
+    model = MAEASTClassifier(encoder_cfg, int(cfg_model["num_classes"]), int(cfg_task.get("feature_dim", 128)))
+    check_compatible(model, state["model"])
+    model.load_state_dict(state["model"], strict=True)
+    loss = dict(cfg.get("criterion") or {}).get("loss", "ce")
+    window = cfg_task.get("max_sample_size") or 10 * SAMPLE_RATE
+    info = ClassifierInfo(names or [str(i) for i in range(model.head[-1].out_features)],
+                          loss == "bce", int(window), cfg)
+    return model.eval(), info
+
+
+def save_classifier(path: str, model: torch.nn.Module, label_names: list, multi_label: bool,
+                    window_samples: int) -> None:
+    """Write a classifier in the layout fine-tuning with fairseq writes (the keys
+    :func:`load_classifier` reads): for classifiers built or trained without fairseq."""
+    cfg_model = {"_name": CLASSIFIER_NAME, **dataclasses.asdict(model.backbone.cfg),
+                 "num_classes": len(label_names), "label_names": list(label_names)}
+    cfg_task = {"_name": "mae_ast_finetuning", "sample_rate": SAMPLE_RATE, "feature_dim": model.backbone.feature_dim,
+                "max_sample_size": int(window_samples), "multi_label": bool(multi_label)}
+    torch.save({"cfg": {"model": cfg_model, "task": cfg_task, "criterion": {"loss": "bce" if multi_label else "ce"}},
+                "model": model.state_dict()}, path)

@@ -22,7 +22,7 @@ A clip's features never depend on what else is in its batch (in eval mode: in tr
 BatchNorm uses batch statistics, as in pre-training).
 """
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,8 @@ class Extracted:
 
 def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
             lengths: Optional[torch.Tensor] = None, layers: Optional[Sequence[int]] = None,
-            chunk_steps: Optional[int] = None, precision: str = "fp32") -> Extracted:
+            chunk_steps: Optional[int] = None, precision: str = "fp32",
+            augment: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None) -> Extracted:
     """Frame-level features of a batch of 16 kHz waveforms.
 
     Args:
@@ -53,6 +54,9 @@ def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
         chunk_steps: longest segment in token time steps (default: no limit but the
             sinusoidal position table, ``model.max_token_length``).
         precision: ``fp32`` or ``bf16`` (the encoder under ``torch.autocast``; outputs fp32).
+        augment: ``augment(feats, frames)`` -> feats, applied to the normalised (B, frames, mels)
+            log-mel with each clip's (B,) frame count, before patching (SpecAugment in
+            fine-tuning).
     Returns:
         :class:`Extracted` on the model's device; gradients flow unless the caller disables them.
     """
@@ -66,7 +70,10 @@ def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
     frames = num_frames(lengths, SAMPLE_RATE)
     frame_padding = _padding(frames, feats.size(1))
     steps = model.time_steps(frames)
-    patches = model.patchify(model.normalise(feats, frame_padding))  # (B, T, kt * kc)
+    feats = model.normalise(feats, frame_padding).squeeze(1)  # (B, frames, mels)
+    if augment is not None:
+        feats = augment(feats, frames)
+    patches = model.patchify(feats.unsqueeze(1))  # (B, T, kt * kc)
     with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         tokens = model.post_extract_proj(patches)
         segments = Segments(steps, tokens.size(1) // model.n_freq, model.n_freq,

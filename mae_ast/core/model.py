@@ -190,3 +190,14 @@ class MAEAST(nn.Module):
     def remove_pretraining_modules(self):
         self.final_proj_reconstruction = None
         self.final_proj_classification = None
+
+    def remove_decoder(self) -> "MAEAST":
+        """Drop what only pre-training uses (decoder, its mask embedding and positions, the two
+        heads): what feature extraction and fine-tuning keep is the encoder side."""
+        self.remove_pretraining_modules()
+        self.decoder = self.decoder_mask_emb = None
+        if self.cfg.dec_sine_pos:
+            self.dec_sine_pos_embed = None
+        if self.cfg.use_post_enc_proj:
+            self.post_enc_proj = None
+        return self
