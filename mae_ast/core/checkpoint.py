@@ -181,7 +181,8 @@ CLASSIFIER_NAME = "mae_ast_classifier"
 @dataclasses.dataclass
 class ClassifierInfo:
     label_names: list  # class index -> name
-    multi_label: bool  # sigmoid scores (trained with binary cross-entropy), else softmax
+    multi_label: bool  # fine-tuned on multi-label data (mAP), else single-label (accuracy)
+    sigmoid: bool  # scores are per-class sigmoids (trained with binary cross-entropy), else a softmax
     window_samples: int  # the clip length it was fine-tuned on: longer input is cut into windows of it
     cfg: dict  # the checkpoint's whole cfg
 
@@ -205,17 +206,17 @@ def load_classifier(path: str):
     loss = dict(cfg.get("criterion") or {}).get("loss", "ce")
     window = cfg_task.get("max_sample_size") or 10 * SAMPLE_RATE
     info = ClassifierInfo(names or [str(i) for i in range(model.head[-1].out_features)],
-                          loss == "bce", int(window), cfg)
+                          bool(cfg_task.get("multi_label", False)), loss == "bce", int(window), cfg)
     return model.eval(), info
 
 
 def save_classifier(path: str, model: torch.nn.Module, label_names: list, multi_label: bool,
-                    window_samples: int) -> None:
+                    window_samples: int, loss: Optional[str] = None) -> None:
     """Write a classifier in the layout fine-tuning with fairseq writes (the keys
     :func:`load_classifier` reads): for classifiers built or trained without fairseq."""
     cfg_model = {"_name": CLASSIFIER_NAME, **dataclasses.asdict(model.backbone.cfg),
                  "num_classes": len(label_names), "label_names": list(label_names)}
     cfg_task = {"_name": "mae_ast_finetuning", "sample_rate": SAMPLE_RATE, "feature_dim": model.backbone.feature_dim,
                 "max_sample_size": int(window_samples), "multi_label": bool(multi_label)}
-    torch.save({"cfg": {"model": cfg_model, "task": cfg_task, "criterion": {"loss": "bce" if multi_label else "ce"}},
+    torch.save({"cfg": {"model": cfg_model, "task": cfg_task, "criterion": {"loss": loss or ("bce" if multi_label else "ce")}},
                 "model": model.state_dict()}, path)

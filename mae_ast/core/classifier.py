@@ -69,12 +69,12 @@ class MAEASTClassifier(nn.Module):
         return self.head(self.head_dropout(self.embed(wavs, lengths, augment, precision)))
 
     @torch.no_grad()
-    def predict(self, wavs: Sequence[torch.Tensor], window_samples: int, multi_label: bool,
+    def predict(self, wavs: Sequence[torch.Tensor], window_samples: int, sigmoid: bool,
                 batch_size: int = 16, precision: str = "fp32") -> torch.Tensor:
         """Class probabilities of clips of any length: each clip is cut into windows of
         ``window_samples`` (the length it was fine-tuned on), every window is classified, and
-        the window probabilities are averaged weighted by their length. Sigmoid for models
-        trained with binary cross-entropy (``multi_label``), else softmax. -> (n, num_classes)."""
+        the window probabilities are averaged weighted by their length. ``sigmoid`` for models
+        trained with binary cross-entropy, else softmax. -> (n, num_classes)."""
         pieces, owner, weight = [], [], []
         for i, wav in enumerate(wavs):
             wav = torch.as_tensor(wav, dtype=torch.float32).reshape(-1)
@@ -88,7 +88,7 @@ class MAEASTClassifier(nn.Module):
         for first in range(0, len(order), batch_size):
             chosen = order[first:first + batch_size]
             logits = self._logits_of([pieces[k] for k in chosen], precision)
-            probs[chosen] = (logits.sigmoid() if multi_label else logits.softmax(-1)).float().cpu()
+            probs[chosen] = (logits.sigmoid() if sigmoid else logits.softmax(-1)).float().cpu()
         owner_t, weight_t = torch.tensor(owner), torch.tensor(weight, dtype=torch.float32)
         total = torch.zeros(len(wavs), probs.size(1)).index_add_(0, owner_t, probs * weight_t[:, None])
         return total / torch.zeros(len(wavs)).index_add_(0, owner_t, weight_t)[:, None]
