@@ -290,6 +290,13 @@ def test_bench_tiny_prints_every_section():
     for clips_per_s, audio_per_s in data.values():
         positive(clips_per_s)
         positive(audio_per_s)
+    for kind in ("patch", "frame"):
+        finetune = markdown_rows(out, f"### finetune: {kind} classifier")
+        assert set(finetune) == {"fp32", "bf16-autocast"}, finetune
+        for plain, kernels, speed_up in finetune.values():
+            positive(plain)
+            positive(kernels)
+            positive(speed_up, r"([0-9.]+)x")
     upstream = markdown_rows(out, "### s3prl upstream")
     assert set(upstream) == {"patch", "frame"}, upstream
     for stock, ours, speed_up, ours_bf16, speed_up_bf16, rel_diff in upstream.values():

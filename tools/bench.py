@@ -33,6 +33,11 @@ Sections:
   compute its fbank, for flac and for opus in mkv (AudioSet's format; 48 kHz, resampled).
 * upstream: s3prl feature extraction, ours (fp32, bf16) vs s3prl's stock ``mae_ast``
   (``tools/bench_upstream.py``'s measurement) on 16 speech clips of 1 to 10 s.
+* finetune: one fine-tuning step (waveforms -> fbank -> SpecAugment -> encoder with every
+  token -> mean -> head -> cross-entropy -> backward) of the paper-size classifier, dropouts
+  0.1 as in fine-tuning, on the batch of the longest ``--clip-s``: with the CPU kernels
+  (``mae_ast.core.cpu_kernels``: what training on a CPU runs) vs the same step on torch's plain
+  paths (``MAE_AST_CPU_KERNELS=0``, what a GPU runs), fp32 and bf16 autocast, interleaved.
 """
 import argparse
 import copy
@@ -335,6 +340,51 @@ def bench_upstream(clips, args, device):
         print(f"| {kind} | {ws:.2f} | {wo:.2f} | {ws / wo:.2f}x | {wb:.2f} | {ws / wb:.2f}x | {r['bf16_rel_diff']:.1e} |")
 
 
+def make_finetune_step(model, wavs, labels, precision: str, kernels: bool, device):
+    """A closure running one fine-tuning step with the CPU kernels on or off."""
+    from mae_ast.core import cpu_kernels
+    from mae_ast.core.augment import SpecAugment
+
+    augment = SpecAugment(freq_mask=24, time_mask=96)
+
+    def step():
+        for p in model.parameters():
+            p.grad = None
+        with cpu_kernels.enabled(kernels):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-autocast"):
+                logits = model(wavs, augment=augment)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss.backward()
+        return loss
+
+    return step
+
+
+def bench_finetune(kind, wavs, args, device):
+    from mae_ast.core.classifier import MAEASTClassifier
+
+    cfg = paper_cfg(kind, args.tiny)
+    cfg.dropout_input = 0.0  # pre-training only (masking)
+    torch.manual_seed(0)
+    model = MAEASTClassifier(cfg, num_classes=50).to(device).train()
+    labels = torch.arange(wavs.size(0), device=device) % 50
+    precisions = ["fp32", "bf16-autocast"]
+    steps = {(impl, p): make_finetune_step(model, wavs, labels, p, impl == "kernels", device)
+             for p in precisions for impl in ("kernels", "plain")}
+    times, failed = time_interleaved(steps, args.steps, args.warmup, device)
+    print(f"\n### finetune: {kind} classifier, batch {wavs.size(0)} x {wavs.size(1) / SAMPLE_RATE:g} s, "
+          f"every token, dropout 0.1, SpecAugment; seconds: median (fastest) of {args.steps}")
+    print("| precision | plain paths s | CPU kernels s | speed-up, median (fastest) |")
+    print("|---|---|---|---|")
+    for p in precisions:
+        plain, ours = times.get(("plain", p)), times.get(("kernels", p))
+        cell = lambda t, impl: f"{t[0]:.2f} ({t[1]:.2f})" if t else f"fails: {failed.get((impl, p), '?')}"  # noqa: E731
+        ratio = f"{plain[0] / ours[0]:.2f}x ({plain[1] / ours[1]:.2f}x)" if plain and ours else "-"
+        print(f"| {p} | {cell(plain, 'plain')} | {cell(ours, 'kernels')} | {ratio} |")
+    if device.type != "cpu":
+        print("(on a GPU the CPU kernels do not apply: both columns run the plain paths)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
@@ -345,7 +395,8 @@ def main():
     ap.add_argument("--clip-s", default="1,3,10",
                     help="seconds per clip of the training batch, comma-separated: each length is timed (default 1,3,10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--sections", default="step,data,upstream", help="comma-separated: step, data, upstream")
+    ap.add_argument("--sections", default="step,data,upstream,finetune",
+                    help="comma-separated: step, data, upstream, finetune")
     ap.add_argument("--data-clips", type=int, default=20, help="clips decoded per format")
     ap.add_argument("--upstream-repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
@@ -402,6 +453,10 @@ def main():
             bench_data(clips, tmp, args.data_clips, max(args.clip_s))
         if "upstream" in sections:
             bench_upstream(clips, args, device)
+        if "finetune" in sections:
+            wavs = torch.stack([c[: int(max(args.clip_s) * SAMPLE_RATE)] for c in clips]).to(device)
+            for kind in args.models:
+                bench_finetune(kind, wavs, args, device)
         if "step" in sections:
             print("\n" + "\n".join(summary))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes slow every row alike)")
