@@ -1,11 +1,14 @@
 """mae_ast.core.extractor.extract, the one road from waveform to features: a clip's features do
 not depend on its batch, long clips are encoded segment by segment, the packed encoder equals
-the dense one, and the frame layout is the tokens side by side."""
+the dense one, and the frame layout is the tokens side by side; extract_at_hop interleaves
+shifted copies into finer frames and covers the end of each clip."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mae_ast.core import MAEAST
-from mae_ast.core.extractor import Segments, extract, num_steps, windows
+from mae_ast.core.extractor import (Segments, covered_samples, extract, extract_at_hop, hop_choices_ms,
+                                    hop_frames_for, num_steps, steps_at_hop, windows)
 from mae_ast.core.features import fbank
 from mae_ast.core.transformer import Packing, TransformerEncoder
 from test_core import FRAME, PATCH, tiny_cfg
@@ -139,3 +142,74 @@ def test_segment_plan_and_windows():
     spans = list(windows(model, total, steps_per_window=12))
     assert [s for s, _ in spans] == [k * 12 * 16 * 160 for k in range(6)]  # 62 steps: 5 x 12 + 2
     assert sum(num_steps(model, n) for _, n in spans) == num_steps(model, total)
+
+
+# ---- extract_at_hop: finer time steps from shifted copies ------------------------------------
+def copy_alone(model, wav, hop_frames, j, **kw):
+    """Copy j of a clip made by hand: zero-padded to where its last frame ends, without its
+    first j hops; plain :func:`extract` of it alone."""
+    end = covered_samples(model, len(wav), hop_frames)
+    padded = F.pad(wav, (0, max(0, end - len(wav))))
+    return extract(model, [padded[j * hop_frames * 160:end]], **kw)
+
+
+def test_extract_at_hop_interleaves_the_shifted_copies():
+    """Every 4 fbank frames (40 ms) for a 16x16 patch model, clips of different lengths in one
+    batch (one shorter than a token, one whose last frame falls in copy 0, long ones cut into
+    segments): frame m is token m // 4 of copy m % 4 extracted alone; a clip's frames equal
+    the clip alone; zeros after; copy 0 is plain extract when the last frame is not in it."""
+    model = model_of(PATCH)
+    lengths = [SR, 900, 5000, 2960, 37920, 3 * SR + 77]
+    wavs = clips(lengths, seed=3)
+    with torch.no_grad():
+        batch = extract_at_hop(model, wavs, 4, chunk_steps=5)
+        for i, wav in enumerate(wavs):
+            total = steps_at_hop(model, lengths[i], 4)
+            assert int(batch.steps[i]) == total
+            alone = extract_at_hop(model, [wav], 4, chunk_steps=5)
+            for b, a in zip(batch.hidden_states + [batch.output], alone.hidden_states + [alone.output]):
+                torch.testing.assert_close(b[i, :total], a[0], atol=1e-5, rtol=1e-5)
+                assert total == b.size(1) or b[i, total:].abs().max() == 0
+            for j in range(min(4, total)):
+                copy = copy_alone(model, wav, 4, j, chunk_steps=5)
+                assert int(copy.steps[0]) == len(range(j, total, 4))
+                torch.testing.assert_close(alone.output[0, j::4], copy.output[0], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(alone.hidden_states[0][0, j::4], copy.hidden_states[0][0],
+                                           atol=1e-5, rtol=1e-5)
+            if (total - 1) % 4:  # the last frame is in another copy: copy 0 is the clip's own tokens
+                native = extract(model, [wav], chunk_steps=5)
+                torch.testing.assert_close(alone.output[0, 0::4], native.output[0], atol=1e-5, rtol=1e-5)
+    assert [(n - 1) % 4 for n in batch.steps.tolist()] == [1, 0, 0, 1, 3, 3]  # both cases are here
+
+
+def test_extract_at_hop_covers_the_end():
+    """The fewest frames whose last one's audio reaches the clip's end: the one before does not
+    reach it, so the zero padding is shorter than one hop. Worked by hand: 1 s has 99 fbank
+    frames to its end (the 99th reaches past it), frames start every 4 fbank frames and span
+    16, so 1 + ceil((99 - 16) / 4) = 22 frames, padded to (21 * 4 + 16 - 1) * 160 + 400."""
+    model = model_of(PATCH)
+    assert steps_at_hop(model, SR, 4) == 22 and covered_samples(model, SR, 4) == 16240
+    assert [steps_at_hop(model, n, 4) for n in (0, 900, 2800, 10 * SR, 11 * SR)] == [1, 1, 1, 247, 272]
+    gen = torch.Generator().manual_seed(0)
+    for n in torch.randint(2800, 12 * SR, (300,), generator=gen).tolist() + list(range(2800, 2800 + 1300)):
+        for hop in (1, 2, 4, 8, 16):
+            total = steps_at_hop(model, n, hop)
+            end_of = lambda m: (m * hop + 16 - 1) * 160 + 400  # noqa: E731 (last sample + 1 of frame m)
+            assert end_of(total - 1) == covered_samples(model, n, hop) >= n
+            assert total == 1 or end_of(total - 2) < n
+            assert covered_samples(model, n, hop) - n < hop * 160
+            if hop == 16:  # on the token grid: the tokens that fit, plus one if the end is not reached
+                assert total - num_steps(model, n) == (end_of(num_steps(model, n) - 1) < n)
+
+
+def test_hop_choices_and_bad_hops():
+    assert hop_choices_ms(model_of(PATCH)) == [10, 20, 40, 80, 160]
+    assert hop_choices_ms(model_of(FRAME)) == [10, 20]
+    assert hop_frames_for(model_of(PATCH), 40) == hop_frames_for(model_of(PATCH), 40.0) == 4
+    for bad in (30, 15, 0, -40, 320, 40.5, True, "40", None):
+        with pytest.raises(ValueError, match="valid values: 10, 20, 40, 80, 160"):
+            hop_frames_for(model_of(PATCH), bad)
+    with pytest.raises(ValueError, match="valid values: 10, 20$"):
+        hop_frames_for(model_of(FRAME), 40)
+    with pytest.raises(ValueError, match="divide"):
+        extract_at_hop(model_of(PATCH), clips([SR]), 3)

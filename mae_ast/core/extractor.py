@@ -20,14 +20,19 @@ What it does, in order:
 
 A clip's features never depend on what else is in its batch (in eval mode: in training mode
 BatchNorm uses batch statistics, as in pre-training).
+
+:func:`extract_at_hop` gives a frame every few fbank frames instead of every token stride (40 ms
+instead of 160 ms for 16x16 patches): it runs shifted copies of each clip through
+:func:`extract` as one batch and interleaves their frames.
 """
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from .features import SAMPLE_RATE, fbank, hop_samples, num_frames, samples_for_frames
+from .features import HOP_SECONDS, SAMPLE_RATE, fbank, hop_samples, num_frames, samples_for_frames
 from .model import MAEAST
 
 PRECISIONS = ("fp32", "bf16")
@@ -66,15 +71,16 @@ def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
     layers = tuple(layers) if layers is not None else tuple(range(1, n_layers + 1))
     stop = max(layers)
     batch, lengths = _padded_batch(model, wavs, lengths)
-    feats = fbank(batch, SAMPLE_RATE, model.feature_dim)  # (B, frames, mels)
     frames = num_frames(lengths, SAMPLE_RATE)
-    frame_padding = _padding(frames, feats.size(1))
     steps = model.time_steps(frames)
-    feats = model.normalise(feats, frame_padding).squeeze(1)  # (B, frames, mels)
-    if augment is not None:
-        feats = augment(feats, frames)
-    patches = model.patchify(feats.unsqueeze(1))  # (B, T, kt * kc)
-    with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(batch.device.type, enabled=False):  # the log-mel front end in fp32, always
+        feats = fbank(batch, SAMPLE_RATE, model.feature_dim)  # (B, frames, mels)
+        feats = model.normalise(feats, _padding(frames, feats.size(1))).squeeze(1)
+        if augment is not None:
+            feats = augment(feats, frames)
+        patches = model.patchify(feats.unsqueeze(1))  # (B, T, kt * kc)
+    # bf16 here, else whatever autocast the caller runs under (a fine-tuning model's autocast_dtype)
+    with torch.autocast(batch.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
         tokens = model.post_extract_proj(patches)
         segments = Segments(steps, tokens.size(1) // model.n_freq, model.n_freq,
                             max_segment_steps(model, chunk_steps))
@@ -90,6 +96,85 @@ def extract(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor],
     # (with LayerDrop in training some layers did not run: then no layer is named)
     chosen = [frames_of(hidden[i - 1]) for i in layers] if len(hidden) == stop else []
     return Extracted(chosen, frames_of(x), steps)
+
+
+# ---- finer time steps: shifted copies, interleaved --------------------------------------------
+def hop_choices_ms(model: MAEAST) -> List[int]:
+    """Frame spacings (ms) :func:`extract_at_hop` can give: whole fbank frames that divide the
+    token stride (10, 20, 40, 80, 160 for 16x16 patches; 10, 20 for 2x128 frames)."""
+    stride = model.stride[0]
+    return [round(h * HOP_SECONDS * 1000) for h in range(1, stride + 1) if stride % h == 0]
+
+
+def hop_frames_for(model: MAEAST, hop_ms: float) -> int:
+    """fbank frames in ``hop_ms``; a ValueError naming the valid values if it is not one."""
+    choices = hop_choices_ms(model)
+    if isinstance(hop_ms, (int, float)) and not isinstance(hop_ms, bool) and hop_ms in choices:
+        return round(hop_ms / (HOP_SECONDS * 1000))
+    raise ValueError(f"hop_ms={hop_ms!r} is not a whole number of 10 ms fbank frames that divides this "
+                     f"model's token stride of {choices[-1]} ms; valid values: {', '.join(map(str, choices))}")
+
+
+def steps_at_hop(model: MAEAST, num_samples: int, hop_frames: int) -> int:
+    """Frames :func:`extract_at_hop` gives a clip of ``num_samples``: the fewest frames, one
+    every ``hop_frames``, whose last one's audio reaches the clip's end."""
+    kt = model.kernel[0]
+    n = max(int(num_samples), model.min_samples(SAMPLE_RATE))
+    hop = hop_samples(SAMPLE_RATE)
+    window = samples_for_frames(1, SAMPLE_RATE)
+    frames_to_end = -(-(n - window) // hop) + 1  # fbank frames until one reaches the end
+    return max(0, -(-(frames_to_end - kt) // hop_frames)) + 1
+
+
+def covered_samples(model: MAEAST, num_samples: int, hop_frames: int) -> int:
+    """Samples a clip is zero-padded to by :func:`extract_at_hop`: where its last frame's audio
+    ends (less than ``hop_frames`` fbank frames past the clip's end)."""
+    last = steps_at_hop(model, num_samples, hop_frames) - 1
+    return samples_for_frames(last * hop_frames + model.kernel[0], SAMPLE_RATE)
+
+
+def extract_at_hop(model: MAEAST, wavs: Union[Sequence[torch.Tensor], torch.Tensor], hop_frames: int,
+                   lengths: Optional[torch.Tensor] = None, layers: Optional[Sequence[int]] = None,
+                   chunk_steps: Optional[int] = None, precision: str = "fp32") -> Extracted:
+    """:func:`extract` with one frame every ``hop_frames`` fbank frames instead of every token
+    stride (a divisor of it, :func:`hop_frames_for`): finer timestamps for patch models.
+
+    Frame m is the token that starts at fbank frame ``m * hop_frames``: copy j of a clip
+    (j < stride / hop_frames) drops its first ``j * hop_frames`` frames of audio, all copies of
+    all clips go through :func:`extract` as one batch, and frame m is token m // copies of copy
+    m % copies. Dropping the start, rather than zero-padding it, keeps every token on real
+    audio, as the model saw it in pre-training (crops start anywhere). The end of each clip is
+    covered: it is zero-padded (by less than one hop, :func:`covered_samples`) so that the last
+    frame's audio reaches the clip's end; only that frame sees padding. Each copy is encoded
+    on its own (in segments of ``chunk_steps``), so a frame equals the token of its copy
+    extracted alone, and copy 0 equals :func:`extract` of the clip whenever the last frame is
+    not in it. Returns :class:`Extracted` with ``steps`` = :func:`steps_at_hop`.
+    """
+    copies = model.stride[0] // hop_frames
+    if hop_frames < 1 or copies * hop_frames != model.stride[0]:
+        raise ValueError(f"hop_frames={hop_frames} must divide the token stride of {model.stride[0]} frames")
+    batch, lengths = _padded_batch(model, wavs, lengths)
+    totals = [steps_at_hop(model, int(n), hop_frames) for n in lengths.tolist()]
+    ends = [covered_samples(model, int(n), hop_frames) for n in lengths.tolist()]
+    batch = F.pad(batch, (0, max(0, max(ends, default=0) - batch.size(1))))  # zeros past each clip's end
+    shift = hop_frames * hop_samples(SAMPLE_RATE)
+    pieces, owner = [], []  # copy j of clip b: its audio from j hops on, if it has a frame
+    for b, (total, end) in enumerate(zip(totals, ends)):
+        for j in range(min(copies, total)):
+            pieces.append(batch[b, j * shift:end])
+            owner.append((b, j))
+    out = extract(model, pieces, layers=layers, chunk_steps=chunk_steps, precision=precision)
+    clip = torch.tensor([b for b, _ in owner], device=batch.device)
+    first = torch.tensor([j for _, j in owner], device=batch.device)
+
+    def interleave(h):  # (pieces, T, D) -> (B, max steps, D): token t of copy j is frame t * copies + j
+        piece, t = (torch.arange(h.size(1), device=h.device)[None] < out.steps[:, None]).nonzero(as_tuple=True)
+        frames = h.new_zeros(len(totals), max(totals, default=0), h.size(-1))
+        frames[clip[piece], t * copies + first[piece]] = h[piece, t]
+        return frames
+
+    steps = torch.tensor(totals, device=out.steps.device)
+    return Extracted([interleave(h) for h in out.hidden_states], interleave(out.output), steps)
 
 
 def _padded_batch(model: MAEAST, wavs, lengths) -> Tuple[torch.Tensor, torch.Tensor]:
