@@ -77,5 +77,27 @@ def _remember_model_cfg(load):
     return wrapper
 
 
+def _accept_released_checkpoints(upgrade):
+    """Released checkpoints (``tools/export_checkpoint.py``'s, ``core.checkpoint.save``'s, and
+    weights-only ones in the original release's layout) hold the weights and config but no
+    training state, which fairseq's restore path reads unconditionally (KeyError 'best_loss',
+    'extra_state'). Give them the state of a run that has not started, so that
+    ``checkpoint.restore_file=RELEASED checkpoint.reset_optimizer=true ...`` continues
+    pre-training from them (or fine-tuning's own checkpoints resume) as from any checkpoint."""
+
+    @functools.wraps(upgrade)
+    def wrapper(state):
+        if isinstance(state, dict) and "model" in state and "optimizer_history" not in state and "best_loss" not in state:
+            state["optimizer_history"] = [{"criterion_name": "", "optimizer_name": "", "num_updates": 0,
+                                           "lr_scheduler_state": {"best": None}}]
+            state.setdefault("extra_state", {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}})
+        return upgrade(state)
+
+    wrapper.mae_ast_wrapped = True
+    return wrapper
+
+
 if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "mae_ast_wrapped", False):
     checkpoint_utils.load_checkpoint_to_cpu = _remember_model_cfg(checkpoint_utils.load_checkpoint_to_cpu)
+if not getattr(checkpoint_utils._upgrade_state_dict, "mae_ast_wrapped", False):
+    checkpoint_utils._upgrade_state_dict = _accept_released_checkpoints(checkpoint_utils._upgrade_state_dict)
