@@ -8,6 +8,7 @@ weights keep the pre-training names under ``backbone.`` and the head sits under 
 A clip's logits never depend on what else is in its batch (in eval mode): the extractor
 encodes each clip's real tokens only and the mean counts them only.
 """
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -35,6 +36,10 @@ class MAEASTClassifier(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"a classifier needs at least one class, got num_classes={num_classes}")
+        # the decoder is dropped: build the smallest one, whatever the decoder settings say
+        # (a checkpoint's cfg may carry a pre-training decoder of another width)
+        encoder_cfg = dataclasses.replace(encoder_cfg, decoder_layers=0, use_post_enc_proj=False, dec_sine_pos=False,
+                                          decoder_embed_dim=encoder_cfg.encoder_embed_dim)
         self.backbone = MAEAST(encoder_cfg, feature_dim).remove_decoder()
         dim = encoder_cfg.encoder_embed_dim
         self.head_dropout = nn.Dropout(head_dropout)

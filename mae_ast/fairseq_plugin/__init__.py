@@ -1,5 +1,9 @@
-"""fairseq glue: importing this registers task ``mae_ast_pretraining``, model ``mae_ast`` and
-criterion ``mae_ast``.
+"""fairseq glue: importing this registers
+
+* pre-training: task ``mae_ast_pretraining``, model ``mae_ast``, criterion ``mae_ast``;
+* fine-tuning: task ``mae_ast_finetuning`` (labelled manifests), model ``mae_ast_classifier``
+  (the core's MAEASTClassifier), criterion ``mae_ast_classification`` (ce / bce; accuracy,
+  whole-set mAP and ROC-AUC) and lr scheduler ``epoch_step_decay`` (SSAST's schedule).
 
 Every patch of fairseq made at import time (checked on fairseq-fixed 0.12.3.1, the same code as
 fairseq 0.12.2 made to install on Python 3.11), and why:
@@ -13,8 +17,14 @@ fairseq 0.12.2 made to install on Python 3.11), and why:
    checkpoint's own model config to its state dict: fairseq hands ``load_state_dict`` only the
    current config, and a 16x16 patch checkpoint has the same weight shapes as a 2x128 frame
    model, so without it such a restore would load silently instead of being refused.
+3. ``model.py`` wraps ``fairseq.checkpoint_utils._upgrade_state_dict`` so that released
+   checkpoints without training state (exported ones, weights-only ones of the original
+   release) restore like a run that has not started: fairseq's restore path reads
+   ``optimizer_history`` and ``extra_state`` unconditionally. Checkpoints with training state
+   pass through unchanged.
 
-Nothing else in fairseq is changed. Original checkpoints need no translation (same parameter
-names and shapes: ``mae_ast.core.checkpoint``).
+Nothing else in fairseq is changed. Original checkpoints need no weight translation (same
+parameter names and shapes: ``mae_ast.core.checkpoint``).
 """
 from . import criterion, model, task  # noqa: F401  (registration side effects)
+from . import classification_criterion, classifier_model, finetuning_task, lr_scheduler  # noqa: F401

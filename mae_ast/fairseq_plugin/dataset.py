@@ -135,8 +135,11 @@ class MAEASTDataset(FairseqDataset):
 
     def ordered_indices(self):
         """Random order, then stably by length (longest first), so batches hold similar lengths
-        and the crop to the shortest clip wastes little."""
-        order = [np.random.permutation(len(self))] if self.shuffle else [np.arange(len(self))]
+        and the crop to the shortest clip wastes little. The order follows (seed, epoch) only:
+        fairseq seeds numpy's global generator with the epoch its iterator was first built in,
+        so a run resumed in a later epoch would otherwise see other batches."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = [rng.permutation(len(self))] if self.shuffle else [np.arange(len(self))]
         order.append(np.minimum(self.sizes, self.max_sample_size))
         return np.lexsort(order)[::-1]
 

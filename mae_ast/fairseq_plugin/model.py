@@ -69,7 +69,7 @@ def _remember_model_cfg(load):
         state = load(*args, **kwargs)
         cfg = state.get("cfg") if isinstance(state, dict) else None
         model_cfg = cfg.get("model") if hasattr(cfg, "get") else None
-        if model_cfg is not None and model_cfg.get("_name") == "mae_ast" and "model" in state:
+        if model_cfg is not None and model_cfg.get("_name") in ("mae_ast", "mae_ast_classifier") and "model" in state:
             state["model"].mae_ast_model_cfg = dict(model_cfg)
         return state
 
