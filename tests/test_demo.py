@@ -19,8 +19,9 @@ def installed(package):
     return subprocess.run(["dpkg", "-s", package], capture_output=True).returncode == 0
 
 
-def demo(out, minutes=1):
+def demo(out, minutes=1, finetune_minutes=0.2):
     cmd = [sys.executable, str(REPO / "tools" / "demo.py"), "--minutes", str(minutes), "--hours-of-audio", "0.1",
+           "--finetune-minutes", str(finetune_minutes),
            "--packages", ",".join(PACKAGES), "--out", str(out), "--cpu"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
@@ -83,8 +84,44 @@ def check_html_shows_the_report(s, html):
             assert f"<tr><td>{layer}</td><td>{acc(res['pretrained'][layer])}</td><td>{acc(res['random'][layer])}</td></tr>" in html
 
 
+def check_finetuning(s, out, html):
+    """The fine-tuning stage: three runs on labelled manifests split by recording, each scored
+    by tools/evaluate.py on the test clips; the report shows evaluate.py's figures."""
+    from mae_ast.demo.console import format_number
+    from mae_ast.labels import LabelSet
+
+    ft = s["finetuning"]
+    data = out / "finetune" / "data"
+    assert ft["task"] == "category" and ft["classes"] == LabelSet.load(str(data / "labels.csv")).names
+    assert set(ft["runs"]) == {"pretrained", "random", "probe"}
+    test_clips = len((data / "test.tsv").read_text().splitlines()) - 1
+    for name, run in ft["runs"].items():
+        assert run == dict(json.loads((out / "finetune" / f"eval_{name}" / "metrics.json").read_text()),
+                           title=run["title"], updates=run["updates"], confusion_png=run["confusion_png"],
+                           best_valid_accuracy=run["best_valid_accuracy"])
+        assert run["clips"] == test_clips > 5 and 0 <= run["accuracy"] <= 1 and run["updates"] > 0
+        assert f"<td>{run['title']}</td><td>{format_number(run['accuracy'])}</td>" in html
+    # chunks of one recording sit on one side only
+    files = {}
+    for row in (out / "corpus" / "index.tsv").read_text().splitlines()[1:]:
+        cells = row.split("\t")
+        files[cells[0]] = cells[5]
+    sides = [{files[line.split("\t")[0]] for line in (data / f"{split}.tsv").read_text().splitlines()[1:]}
+             for split in ("train", "valid", "test")]
+    assert not (sides[0] & sides[2]) and not (sides[0] & sides[1]) and not (sides[1] & sides[2])
+    assert (out / "report" / "finetune_confusion.png").stat().st_size > 5000 and "finetune_confusion.png" in html
+    # the frozen encoder stayed the pretrained one
+    import torch
+
+    probe = torch.load(out / "finetune" / "probe" / "checkpoints" / "checkpoint_best.pt", weights_only=False)
+    pretrained = torch.load(out / "run" / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+    for key, value in probe["model"].items():
+        if key.startswith("backbone.encoder.layers."):
+            assert torch.equal(value, pretrained["model"][key[len("backbone."):]]), key
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(1500)
 def test_demo_end_to_end(tmp_path):
     if not all(map(installed, PACKAGES)) and os.geteuid() != 0:
         pytest.skip(f"needs Debian packages {PACKAGES} (tools/setup.sh installs them as root)")
@@ -127,17 +164,19 @@ def test_demo_end_to_end(tmp_path):
     run = out / "run"
     first_records = check_losses_are_the_logs(s, run)
     check_html_shows_the_report(s, html)
+    check_finetuning(s, out, html)
 
     # a rerun reuses the corpus, manifests, checkpoint and report
     again = demo(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    for step in ("corpus: reusing", "manifests: reusing", "training: reusing", "report: reusing"):
+    for step in ("corpus: reusing", "manifests: reusing", "training: reusing", "fine-tuning: reusing",
+                 "report: reusing"):
         assert step in again.stdout, again.stdout
 
     # a rerun with more minutes continues from checkpoint_last.pt (the update count goes on)
     # on the same corpus and manifests, and rewrites the report
     built = snapshot_mtimes(out / "corpus", out / "manifests")
-    more = demo(out, minutes=1.5)
+    more = demo(out, minutes=1.5, finetune_minutes=0)
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
     for step in ("corpus: reusing", "manifests: reusing", "training: resuming"):
         assert step in more.stdout, more.stdout

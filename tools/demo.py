@@ -12,12 +12,16 @@ Steps (each is reused when the command runs again):
   3. pre-training with fairseq-hydra-train for --minutes (total: a rerun with a larger value
      continues from checkpoint_last.pt): a 4-layer patch model on CPU, a 6-layer wider one with
      bigger batches on a GPU                                               -> OUT/run
-  4. report: loss curves, reconstructions of validation clips, a linear probe of the pretrained
-     encoder against the same encoder at random init and plain log-mel   -> OUT/report/index.html
+  4. fine-tuning for --finetune-minutes per run: the pretrained encoder as a classifier of the
+     corpus's sources, against the same model from random init and a linear probe of the frozen
+     encoder, scored on held-out recordings (tools/evaluate.py)          -> OUT/finetune
+  5. report: loss curves, reconstructions of validation clips, a linear probe of the pretrained
+     encoder against the same encoder at random init and plain log-mel, the fine-tuning table and
+     confusion matrix                                                    -> OUT/report/index.html
 
 The packages are installed with apt-get when running as root; otherwise the command prints
 the apt-get line to run. --audio DIR trains on your own audio instead (no probe then, unless
-DIR holds sub-folders, which then serve as the probe's classes).
+DIR holds sub-folders, which then serve as the probe's and fine-tuning's classes).
 """
 # This file is only the command line: the steps live in the package mae_ast.demo.
 import argparse
@@ -37,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, epilog=EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=7, help="training time in minutes, in total over reruns (default 7)")
+    p.add_argument("--finetune-minutes", type=float, default=1.5,
+                   help="minutes of each of the three fine-tuning runs (default 1.5; 0 skips fine-tuning)")
     p.add_argument("--hours-of-audio", type=float, default=1.5,
                    help="size of the built-in corpus in hours (default 1.5; at most ~10)")
     p.add_argument("--audio", type=Path, help="your own audio folder instead of the built-in corpus")
@@ -49,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     # wrong flags fail here, before minutes of corpus building and training
     if not args.minutes > 0:
         p.error(f"--minutes {args.minutes}: the training time must be positive")
+    if not args.finetune_minutes >= 0:
+        p.error(f"--finetune-minutes {args.finetune_minutes}: zero (no fine-tuning) or more")
     if not 0 < args.hours_of_audio <= MAX_HOURS:
         p.error(f"--hours-of-audio {args.hours_of_audio}: between 0 and {MAX_HOURS} (what the packages hold)")
     if args.jobs < 1:
@@ -63,7 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    run(DemoOptions(out=args.out, minutes=args.minutes, hours_of_audio=args.hours_of_audio,
+    run(DemoOptions(out=args.out, minutes=args.minutes, finetune_minutes=args.finetune_minutes,
+                    hours_of_audio=args.hours_of_audio,
                     packages=[name for name in args.packages.split(",") if name], audio=args.audio,
                     jobs=args.jobs, cpu=args.cpu, command_line=sys.argv[1:] if argv is None else list(argv)))
 

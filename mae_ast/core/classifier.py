@@ -9,7 +9,6 @@ A clip's logits never depend on what else is in its batch (in eval mode): the ex
 encodes each clip's real tokens only and the mean counts them only.
 """
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -18,16 +17,6 @@ import torch.nn as nn
 from .config import MAEASTConfig
 from .extractor import extract
 from .model import MAEAST
-
-
-@dataclass
-class ClassifierConfig:
-    """What fine-tuning adds to the encoder's :class:`MAEASTConfig`."""
-    num_classes: int = field(default=0, metadata={"help": "output classes (set from labels.csv)"})
-    head_dropout: float = field(default=0.0, metadata={"help": "dropout on the pooled embedding before the head"})
-    freeze_encoder: bool = field(
-        default=False, metadata={"help": "train the head only, encoder in eval mode and without gradients "
-                                         "(a linear probe with the fine-tuning command)"})
 
 
 class MAEASTClassifier(nn.Module):

@@ -38,6 +38,7 @@ def render(summary: dict, command_line: Sequence[str]) -> str:
         *_loss_section(summary),
         *_reconstruction_section(summary["reconstructions"]),
         *(_probe_section(summary["probe"]) if summary["probe"] else []),
+        *(_finetuning_section(summary["finetuning"]) if summary.get("finetuning") else []),
         *_run_section(summary["timings_s"], command_line),
         "</body></html>",
     ]
@@ -108,6 +109,28 @@ def _probe_task(task: str, res: dict) -> List[str]:
             table(["features", "test accuracy"], rows),
             "<details><summary>every layer</summary>"
             + table(["layer", "pretrained", "random init"], every_layer) + "</details>"]
+
+
+def _finetuning_section(ft: dict) -> List[str]:
+    runs = ft["runs"]
+    rows = [[run["title"], run["accuracy"], run["mAP"], run.get("best_valid_accuracy"), run["updates"]]
+            for run in runs.values()]
+    pretrained = runs["pretrained"]["per_class"]
+    per_class = [[name, pretrained[name]["clips"], *[runs[r]["per_class"][name]["recall"] for r in runs]]
+                 for name in ft["classes"]]
+    first = next(iter(runs.values()))
+    return [f"<h2>Fine-tuning</h2><p>The encoder as a classifier of the corpus's {escape(ft['task'])}s "
+            f"({len(ft['classes'])} classes): <code>fairseq-hydra-train --config-name mae_ast_finetune</code>, "
+            f"{ft['minutes_per_run']:g} min per run on {ft['clip_seconds']:g} s crops, labelled manifests by "
+            "<code>tools/make_manifest.py --labels</code> with recordings split into train, validation and test "
+            "(chunks of one recording never on two sides). The checkpoint with the best validation accuracy of "
+            f"each run is scored on the {first['clips']} test clips by <code>tools/evaluate.py</code> (whole "
+            "clips; longer ones in windows of the crop length, scores averaged).</p>",
+            table(["run", "test accuracy", "test mAP", "best validation accuracy", "updates"], rows),
+            "<details><summary>recall per class</summary>"
+            + table(["class", "test clips", *runs], per_class) + "</details>",
+            "<p>Confusion matrix of the model fine-tuned from the pretrained checkpoint, test clips "
+            "(rows: true class):</p><img src='finetune_confusion.png'>"]
 
 
 def _run_section(timings: dict, command_line: Sequence[str]) -> List[str]:

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence
 
 from .console import elapsed, format_number, log
 from .corpus import build_corpus, index_of_folder, read_index, with_manifest_lengths
+from .finetune import can_finetune, run_finetuning
 from .report import write_report
 from .train import checkpoint_path, make_manifests, train
 
@@ -23,6 +24,7 @@ class DemoOptions:
     hours_of_audio: float  # size of the built-in corpus
     packages: Sequence[str]  # Debian packages of the built-in corpus
     audio: Optional[Path] = None  # the user's own audio instead of the built-in corpus
+    finetune_minutes: float = 1.5  # each of the three fine-tuning runs (0: no fine-tuning stage)
     jobs: int = 1  # processes for the corpus and the manifests
     cpu: bool = False  # train on the CPU even when a GPU is there
     command_line: List[str] = field(default_factory=list)  # shown in the report
@@ -57,8 +59,15 @@ def run(options: DemoOptions) -> dict:
     timer.lap("manifests")
     train(manifests, out / "run", options.minutes, gpu)
     timer.lap("training")
+    finetuning = None
+    if options.finetune_minutes > 0 and can_finetune(index):
+        finetuning = run_finetuning(audio, index, checkpoint_path(out / "run"), out / "finetune",
+                                    options.finetune_minutes, gpu, options.jobs)
+        timer.lap("fine-tuning")
+    elif options.finetune_minutes > 0:
+        log("fine-tuning: skipped (it needs two labels with three recordings each; --audio DIR: sub-folders)")
     summary = write_report(out / "run", manifests, audio, index, out / "report", gpu, timer.seconds,
-                           options.command_line)
+                           options.command_line, finetuning)
     timer.lap("report")
     _log_summary(summary, out)
     return summary
@@ -85,5 +94,9 @@ def _log_summary(summary: dict, out: Path) -> None:
         log(f"probe '{task}' ({len(result['classes'])} classes) test accuracy (all layers): pretrained "
             f"{result['pretrained']['all']['accuracy']:.3f}, random init {result['random']['all']['accuracy']:.3f}, "
             f"log-mel {result['logmel']['accuracy']:.3f}")
+    finetuning = summary.get("finetuning")
+    if finetuning:
+        log(f"fine-tuning by {finetuning['task']} ({len(finetuning['classes'])} classes), test accuracy: " + ", ".join(
+            f"{name} {run['accuracy']:.3f}" for name, run in finetuning["runs"].items()))
     log(f"report: {out / 'report' / 'index.html'}")
     log(f"checkpoint: {checkpoint_path(out / 'run')}")

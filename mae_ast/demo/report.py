@@ -6,9 +6,10 @@ Loss curves from fairseq's json log, reconstructions of validation clips, the li
 import json
 import math
 import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from mae_ast import fairseq_log
 from mae_ast.core.features import SAMPLE_RATE
@@ -130,21 +131,23 @@ def _checkpoint_stamp(checkpoint: Path) -> str:
     return f"{stat.st_mtime_ns}:{stat.st_size}"
 
 
-def _reusable_report(out: Path, stamp: str):
-    """The earlier report.json when it was written for this very checkpoint, else None."""
+def _reusable_report(out: Path, stamp: str, finetuning: Optional[dict]):
+    """The earlier report.json when it was written for this very checkpoint and these
+    fine-tuning results, else None."""
     if not ((out / "report.json").exists() and (out / "index.html").exists()):
         return None
     old = json.loads((out / "report.json").read_text())
-    return old if old.get("checkpoint_stamp") == stamp else None
+    same = old.get("checkpoint_stamp") == stamp and old.get("finetuning") == json.loads(json.dumps(finetuning))
+    return old if same else None
 
 
 def write_report(run_dir: Path, manifests: Path, corpus: Path, index: Sequence[dict], out: Path, gpu: bool,
-                 timings: Dict[str, float], command_line: Sequence[str]) -> dict:
+                 timings: Dict[str, float], command_line: Sequence[str], finetuning: Optional[dict] = None) -> dict:
     """Write report.json, index.html and the figures into ``out``; returns the summary."""
     checkpoint = checkpoint_path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     stamp = _checkpoint_stamp(checkpoint)
-    old = _reusable_report(out, stamp)
+    old = _reusable_report(out, stamp, finetuning)
     if old is not None:
         log(f"report: reusing {out} (checkpoint unchanged)")
         return old
@@ -174,8 +177,12 @@ def write_report(run_dir: Path, manifests: Path, corpus: Path, index: Sequence[d
         "updates": int(max(last_train.get("num_updates", 0), last_valid.get("num_updates", 0))),
         "train": _losses(last_train), "valid": _losses(last_valid),
         "first_valid": _losses(curves["valid"][0]) if curves["valid"] else {},
-        "corpus": corpus_summary(index), "reconstructions": reconstructions, "probe": probe, "timings_s": timings,
+        "corpus": corpus_summary(index), "reconstructions": reconstructions, "probe": probe,
+        "finetuning": finetuning, "timings_s": timings,
     }
+    if finetuning:
+        confusion = Path(finetuning["runs"]["pretrained"]["confusion_png"])
+        shutil.copyfile(confusion, out / "finetune_confusion.png")
     (out / "report.json").write_text(json.dumps(summary, indent=1))
     (out / "index.html").write_text(html.render(summary, command_line))
     return summary
