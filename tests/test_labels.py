@@ -76,12 +76,41 @@ def doc_audioset_csv():
     return block.group(1)
 
 
+SPC_WORDS = ("yes", "no", "right")
+SPC_SPEAKERS = ("0a7c2a8d", "bb05582b", "c50f55b8", "e9bc5cc6")
+SPC_VALID = ["yes/0a7c2a8d_nohash_0.wav", "no/bb05582b_nohash_0.wav", "right/c50f55b8_nohash_0.wav"]
+SPC_TEST = ["yes/e9bc5cc6_nohash_0.wav", "no/0a7c2a8d_nohash_0.wav", "right/e9bc5cc6_nohash_0.wav",
+            "right/bb05582b_nohash_0.wav"]
+
+
+def write_speech_commands(root):
+    """A Speech Commands v2 stand-in: word folders of 0.3 s clips, _background_noise_/ (with its
+    README.md), LICENSE and README.md at the root, and the two split lists (one with a blank line
+    inside and CRLF line ends, one with blank lines at the end). Returns {relative path: split}."""
+    split_of = {}
+    for w, word in enumerate(SPC_WORDS):
+        for k, speaker in enumerate(SPC_SPEAKERS):
+            rel = f"{word}/{speaker}_nohash_0.wav"
+            write_clip(root / rel, seconds=0.3, freq=300 + 100 * w + 20 * k)
+            split_of[rel] = "valid" if rel in SPC_VALID else "test" if rel in SPC_TEST else "train"
+    for i in range(2):
+        write_clip(root / "_background_noise_" / f"noise{i}.wav", seconds=0.5, freq=900 + 10 * i)
+    (root / "_background_noise_" / "README.md").write_text("noise, not a word\n")
+    (root / "LICENSE").write_text("CC BY 4.0\n")
+    (root / "README.md").write_text("Speech Commands\n")
+    (root / "validation_list.txt").write_text("\n".join(SPC_VALID) + "\n\n\n")
+    (root / "testing_list.txt").write_bytes(
+        "\r\n".join(SPC_TEST[:2] + [""] + SPC_TEST[2:]).encode() + b"\r\n")
+    return split_of
+
+
 @pytest.fixture(scope="module")
 def doc_layout(tmp_path_factory):
-    """A folder holding what the docs' commands name (clips/, ESC-50/, audioset/ and audioset.csv),
-    and what each dest must hold: {dest: {relative path: (labels, split or None)}}."""
+    """A folder holding what the docs' commands name (clips/, ESC-50/, audioset/ and audioset.csv,
+    speech_commands_v0.02/), and what each dest must hold: {dest: {relative path: (labels, split
+    or None)}}."""
     cwd = real(tmp_path_factory.mktemp("doc_layout"))
-    expected = {"manifests/clips": {}, "manifests/esc50": {}, "manifests/audioset": {}}
+    expected = {"manifests/clips": {}, "manifests/esc50": {}, "manifests/audioset": {}, "manifests/spc2": {}}
     for i, rel in enumerate(["dog/a.wav", "dog/2023/b.flac", "dog/c.wav", "rain/d.flac", "rain/e.wav",
                              "sea waves/f.wav"]):
         write_clip(cwd / "clips" / rel, freq=300 + 50 * i)
@@ -103,11 +132,16 @@ def doc_layout(tmp_path_factory):
         labels, set_name = rest.rsplit(",", 1)
         write_clip(cwd / "audioset" / rel, freq=500 + 40 * i)
         expected["manifests/audioset"][rel] = (labels.strip('"').split(","), "test" if set_name == "eval" else None)
+    for rel, split in write_speech_commands(cwd / "speech_commands_v0.02").items():
+        expected["manifests/spc2"][rel] = ([rel.split("/")[0]], split)
     return cwd, expected
 
 
 def doc_commands():
-    text = DOC.read_text().replace("\\\n", " ")
+    """The commands of the doc's "## Labelled manifests" section (the other sections run other tools)."""
+    section = re.search(r"^## Labelled manifests\n(.*?)(?=^## |\Z)", DOC.read_text(), re.S | re.M)
+    assert section, "docs/finetuning.md lost its '## Labelled manifests' section"
+    text = section.group(1).replace("\\\n", " ")
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return [shlex.split(line) for block in blocks for line in block.splitlines() if line.strip()]
 
@@ -121,7 +155,7 @@ def help_commands():
 
 def test_docs_and_help_show_the_same_labelled_commands():
     docs = doc_commands()
-    assert [c[:2] for c in docs] == [["python", "tools/make_manifest.py"]] * 3
+    assert [c[:2] for c in docs] == [["python", "tools/make_manifest.py"]] * 4
     labelled_help = [c for c in help_commands() if "--labels" in c]
     assert labelled_help == [["make_manifest.py", *c[2:]] for c in docs]
     assert {c[c.index("--labels") + 1] for c in docs} == {"folders", "ESC-50/meta/esc50.csv", "audioset.csv"}
@@ -144,7 +178,7 @@ def test_the_docs_commands_write_what_they_say(doc_layout, doc_runs):
     cwd, expected = doc_layout
     assert sorted(doc_runs) == sorted(expected)
     for dest, (command, proc) in doc_runs.items():
-        splits = ("train", "valid", "test") if "--test-folds" in command else ("train", "valid")
+        splits = ("train", "valid", "test") if {"--test-folds", "--test-list"} & set(command) else ("train", "valid")
         label_set, written = outputs(cwd / dest, splits)
         want = expected[dest]
         assert merged(written) == {rel: labels for rel, (labels, _) in want.items()}, dest
@@ -169,6 +203,151 @@ def test_esc50_folds_put_whole_folds_in_each_split(doc_layout, doc_runs):
     assert all(len(rels) == len(ESC50_CLASSES) * len(folds[s]) for s, rels in written.items())
     stdout = doc_runs["manifests/esc50"][1].stdout
     assert re.search(r"test\.tsv: 3 files, [\d.]+ h, 3 labels", stdout), stdout
+
+
+# ---- Speech Commands: split lists, excluded folders -------------------------------------------
+def spc_split(split):
+    return {rel: [rel.split("/")[0]] for rel in (SPC_VALID if split == "valid" else SPC_TEST if split == "test"
+                                                 else sorted(set(spc_all()) - set(SPC_VALID) - set(SPC_TEST)))}
+
+
+def spc_all():
+    return [f"{word}/{speaker}_nohash_0.wav" for word in SPC_WORDS for speaker in SPC_SPEAKERS]
+
+
+def test_speech_commands_lists_decide_the_split(doc_layout, doc_runs):
+    """The README's command: the lists decide valid and test exactly, _background_noise_ is
+    excluded (counted as such, not as unlabelled), the rest is train."""
+    cwd, _ = doc_layout
+    label_set, written = outputs(cwd / "manifests/spc2", ("train", "valid", "test"))
+    assert written == {split: spc_split(split) for split in ("train", "valid", "test")}
+    assert label_set.names == ["no", "right", "yes"]
+    proc = doc_runs["manifests/spc2"][1]
+    root = cwd / "speech_commands_v0.02"
+    assert f"12 files found under {root}\n" in proc.stdout
+    assert "excluded: 2 files (_background_noise_/: 2; --exclude-folders)" in proc.stdout
+    assert ("split lists: valid.tsv <- speech_commands_v0.02/validation_list.txt (3 files named), "
+            "test.tsv <- speech_commands_v0.02/testing_list.txt (4 files named); every other file goes to "
+            "train.tsv") in proc.stdout
+    assert re.search(r"train\.tsv: 5 files, [\d.]+ h, 3 labels", proc.stdout), proc.stdout
+    assert "no label" not in proc.stdout + proc.stderr and "_background_noise_" not in proc.stderr
+    # the excluded folder's README.md is not counted among the other files; the root's are
+    assert "4 other files ignored (extensions: .txt 2, (none) 1, .md 1)" in proc.stdout, proc.stdout
+    assert "left out: 0" in proc.stdout
+
+
+def write_lists(folder, valid=None, test=None):
+    """Split list files in ``folder``; returns the flags naming them."""
+    flags = []
+    for flag, name, lines in (("--valid-list", "validation_list.txt", valid),
+                              ("--test-list", "testing_list.txt", test)):
+        if lines is not None:
+            (folder / name).write_text("".join(line + "\n" for line in lines))
+            flags += [flag, folder / name]
+    return flags
+
+
+BAD_LIST_LINES = [  # (line of the valid list, words of the message or None for a good or blank line)
+    ("yes/0a7c2a8d_nohash_0.wav", None),
+    ("", None),
+    ("yes/ffffffff_nohash_0.wav", "no such file: {root}/yes/ffffffff_nohash_0.wav"),
+    ("_background_noise_/noise0.wav", "'_background_noise_/noise0.wav' is in _background_noise_/, "
+                                      "which --exclude-folders leaves out"),
+    ("yes", "'yes' is a folder, not an audio file"),
+    ("../outside.wav", "'../outside.wav' is outside the audio folder"),
+    ("README.md", "'README.md' is not an audio file of --ext (.md)"),
+    ("   ", None),
+    (" yes/0a7c2a8d_nohash_0.wav ", "'yes/0a7c2a8d_nohash_0.wav' is already named on line 1"),
+]
+
+
+def test_each_bad_list_line_is_named_with_list_and_line(tmp_path, doc_layout):
+    cwd, _ = doc_layout
+    root = cwd / "speech_commands_v0.02"
+    flags = write_lists(tmp_path, valid=[line for line, _ in BAD_LIST_LINES], test=["no/0a7c2a8d_nohash_0.wav"])
+    proc = make_manifest(root, tmp_path / "m", "--labels", "folders", "--exclude-folders", "_background_noise_",
+                         *flags, check=False)
+    assert proc.returncode == 2, proc.stderr
+    valid_list = tmp_path / "validation_list.txt"
+    lines = proc.stderr.splitlines()
+    bad = [(n, words) for n, (_, words) in enumerate(BAD_LIST_LINES, start=1) if words]
+    for n, words in bad:
+        named = [line for line in lines if line.startswith(f"{valid_list}:{n}: ")]
+        assert len(named) == 1 and words.format(root=root) in named[0], (n, words, proc.stderr)
+    assert len(lines) == len(bad) + 1 and not any(str(tmp_path / "testing_list.txt") in line for line in lines)
+    assert lines[-1] == f"make_manifest.py: error: {len(bad)} lines of {valid_list} cannot be used " \
+                        "(each is named above); no manifest written"
+    assert not list((tmp_path / "m").iterdir()) and "files/s" not in proc.stderr  # stopped before decoding
+
+
+def test_a_file_in_both_lists_is_refused_naming_both_lines(tmp_path, doc_layout):
+    cwd, _ = doc_layout
+    flags = write_lists(tmp_path, valid=["no/bb05582b_nohash_0.wav", "yes/0a7c2a8d_nohash_0.wav"],
+                        test=["right/e9bc5cc6_nohash_0.wav", "", "./yes/0a7c2a8d_nohash_0.wav"])
+    proc = make_manifest(cwd / "speech_commands_v0.02", tmp_path / "m", "--labels", "folders",
+                         "--exclude-folders", "_background_noise_", *flags, check=False)
+    assert proc.returncode == 2, proc.stderr
+    test_list, valid_list = tmp_path / "testing_list.txt", tmp_path / "validation_list.txt"
+    assert proc.stderr == (f"{test_list}:3: './yes/0a7c2a8d_nohash_0.wav' is also named in {valid_list}:2; "
+                           "a file goes to one split\n"
+                           f"make_manifest.py: error: 1 lines of {test_list} cannot be used (each is named above); "
+                           "no manifest written\n")
+    assert not list((tmp_path / "m").iterdir())
+
+
+def test_a_list_of_blank_lines_and_a_missing_list_are_refused(tmp_path, doc_layout):
+    cwd, _ = doc_layout
+    root = cwd / "speech_commands_v0.02"
+    flags = write_lists(tmp_path, test=["", "  "])
+    proc = make_manifest(root, tmp_path / "m", *flags, check=False)
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'testing_list.txt'}: names no file (every line is blank)" in proc.stderr
+    proc = make_manifest(root, tmp_path / "m", "--valid-list", tmp_path / "nope.txt", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == f"make_manifest.py: error: --valid-list {tmp_path / 'nope.txt'}: no such file\n"
+
+
+def test_an_excluded_folder_that_does_not_exist_is_refused(tmp_path, doc_layout):
+    cwd, _ = doc_layout
+    root = cwd / "speech_commands_v0.02"
+    proc = make_manifest(root, tmp_path / "m", "--labels", "folders", "--exclude-folders", "_background_noise",
+                         check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"make_manifest.py: error: --exclude-folders: no folder named '_background_noise' in "
+                           f"{root} (its folders: '_background_noise_', 'no', 'right', 'yes')\n")
+
+
+def test_test_list_alone_without_labels_draws_valid_at_random(tmp_path, doc_layout):
+    """Pre-training manifests may follow a list too; --valid-percent then draws valid.tsv from the rest."""
+    cwd, _ = doc_layout
+    root = cwd / "speech_commands_v0.02"
+    flags = write_lists(tmp_path, test=SPC_TEST)
+    proc = make_manifest(root, tmp_path / "m", "--exclude-folders", "_background_noise_", "--valid-percent", 0.5,
+                         *flags)
+    rows = {split: [rel for rel, _ in read_tsv(tmp_path / "m" / f"{split}.tsv")[1]] for split in ("train", "valid",
+                                                                                                  "test")}
+    assert sorted(rows["test"]) == sorted(SPC_TEST)
+    assert sorted(rows["train"] + rows["valid"]) == sorted(set(spc_all()) - set(SPC_TEST))
+    assert rows["train"] and rows["valid"]
+    assert not list((tmp_path / "m").glob("*.lbl")) and not (tmp_path / "m" / "labels.csv").exists()
+    assert "excluded: 2 files" in proc.stdout
+
+
+def test_split_lists_with_a_csv_without_folds(tmp_path, csv_audio):
+    (tmp_path / "meta.csv").write_text("file,label\na.wav,cat\nb.wav,dog\nc.flac,cat\nd.wav,dog\n"
+                                       "sub/e.wav,bird\ng.wav,cat\n")
+    flags = write_lists(tmp_path, valid=["b.wav", "sub/e.wav"], test=["c.flac"])
+    proc = make_manifest(csv_audio, tmp_path / "m", *csv_args(tmp_path / "meta.csv"), *flags)
+    label_set, written = outputs(tmp_path / "m", ("train", "valid", "test"))
+    assert written == {"train": {"a.wav": ["cat"], "d.wav": ["dog"], "g.wav": ["cat"]},
+                       "valid": {"b.wav": ["dog"], "sub/e.wav": ["bird"]}, "test": {"c.flac": ["cat"]}}
+    assert label_set.names == ["bird", "cat", "dog"]
+    assert "excluded" not in proc.stdout
+    # a CSV row naming a file of an excluded folder is named like any bad row
+    proc = make_manifest(csv_audio, tmp_path / "m2", *csv_args(tmp_path / "meta.csv"), *flags,
+                         "--exclude-folders", "sub", check=False)
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'meta.csv'}:6: 'sub/e.wav' is in sub/, which --exclude-folders leaves out" in proc.stderr
 
 
 # ---- class folders ----------------------------------------------------------------------------
@@ -425,6 +604,20 @@ def load_tool():
       "--valid-folds", "1", "--valid-percent", "0.1"], "give --valid-folds or --valid-percent, not both"),
     (["--labels", "x.csv", "--path-column", "f", "--label-column", "l", "--fold-column", "k",
       "--valid-folds", "1,2", "--test-folds", "2"], "fold '2' is in both --valid-folds and --test-folds"),
+    (["--labels", "folders", "--valid-list", "v.txt", "--valid-percent", "0.1"],
+     "give --valid-list or --valid-percent, not both (each chooses valid.tsv)"),
+    (["--labels", "x.csv", "--path-column", "f", "--label-column", "l", "--fold-column", "k",
+      "--test-folds", "5", "--test-list", "t.txt"], "give --test-list or --fold-column, not both (each decides"),
+    (["--labels", "x.csv", "--path-column", "f", "--label-column", "l", "--fold-column", "k",
+      "--valid-folds", "1", "--valid-list", "v.txt", "--test-list", "t.txt"],
+     "give --valid-list or --fold-column, not both"),
+    (["--labels", "folders", "--valid-list", "v.txt", "--valid-folds", "1"],
+     "--valid-folds and --test-folds need --fold-column"),
+    (["--valid-list", "lists.txt", "--test-list", "./lists.txt"],
+     "--valid-list and --test-list are the same file (lists.txt)"),
+    (["--labels", "folders", "--exclude-folders", "yes/_noise"],
+     "--exclude-folders takes names of folders directly in the audio folder, not paths: 'yes/_noise'"),
+    (["--exclude-folders", " , "], "--exclude-folders needs one or more folder names"),
 ])
 def test_label_flags_that_contradict_are_refused(capsys, args, words):
     tool = load_tool()
@@ -432,6 +625,18 @@ def test_label_flags_that_contradict_are_refused(capsys, args, words):
         tool.parse_args(["audio", "--dest", "m", *args])
     assert exit_.value.code == 2
     assert f"error: {words}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,valid_percent,excluded", [
+    (["--labels", "folders", "--test-list", "t.txt", "--valid-percent", "0.2"], 0.2, []),
+    (["--labels", "folders", "--test-list", "t.txt"], 0.01, []),
+    (["--labels", "x.csv", "--path-column", "f", "--label-column", "l", "--valid-list", "v.txt"], 0.0, []),
+    (["--valid-list", "v.txt", "--test-list", "t.txt", "--exclude-folders", " _a_ ,b,"], 0.0, ["_a_", "b"]),
+])
+def test_split_list_flags_that_agree_are_accepted(args, valid_percent, excluded):
+    parsed = load_tool().parse_args(["audio", "--dest", "m", *args])
+    assert parsed.valid_percent == valid_percent  # a valid list draws nothing at random by default
+    assert parsed.exclude_folders == excluded
 
 
 # ---- mae_ast.labels: the loader at training start ---------------------------------------------

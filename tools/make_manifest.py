@@ -6,6 +6,7 @@ with --labels the labels beside them for fine-tuning.
         [--valid-percent 0.01] [--seed 42] [--jobs N] [--min-seconds 0.2]
         [--labels folders | --labels FILE.csv --path-column COL --label-column COL
          [--fold-column COL --valid-folds F,.. --test-folds F,..]]
+        [--valid-list FILE] [--test-list FILE] [--exclude-folders NAME,..]
 
 Each file is opened and decoded (soundfile reads headers and the last block, PyAV decodes
 the whole stream, since container durations are estimates), so broken files are found now,
@@ -30,6 +31,13 @@ the split follows the CSV (ESC-50 style): rows whose fold is in --valid-folds go
 valid.tsv, in --test-folds to test.tsv, the rest to train.tsv; fold values are compared as
 strings. Without --valid-folds, valid.tsv is drawn at random from the train rows with
 --valid-percent.
+
+With --valid-list / --test-list (Speech Commands style: text files naming one path relative to
+AUDIO_DIR per line) the files a list names go to valid.tsv / test.tsv, every other file to
+train.tsv. A line naming no audio file found, or a file named twice (in one list or in both),
+stops the tool before any decoding, named as LIST:LINE. --exclude-folders skips the files of
+the top-level folders it names (Speech Commands' _background_noise_); they are counted as
+excluded, not as unlabelled.
 """
 import argparse
 import os
@@ -72,6 +80,10 @@ examples:
       eval/--4gqARaEJE_0.flac,"/m/068hy,/m/07q6cd_,/m/0bt9lr,/m/0jbk",eval
     make_manifest.py audioset/ --dest manifests/audioset --labels audioset.csv \\
         --path-column file --label-column labels --fold-column set --test-folds eval --valid-percent 0.05
+  Speech Commands v2 (word folders; validation_list.txt and testing_list.txt give the split):
+    make_manifest.py speech_commands_v0.02 --dest manifests/spc2 --labels folders \\
+        --exclude-folders _background_noise_ --valid-list speech_commands_v0.02/validation_list.txt \\
+        --test-list speech_commands_v0.02/testing_list.txt
 """
 
 EPILOG = EXAMPLES + "\ndefault extensions (every common format soundfile or PyAV/ffmpeg decodes):\n" + textwrap.fill(
@@ -107,10 +119,21 @@ def parse_args(argv=None):
                         help="CSV column that decides the split, with --valid-folds/--test-folds")
     labels.add_argument("--valid-folds", metavar="F,..", help="comma-separated fold values for valid.tsv")
     labels.add_argument("--test-folds", metavar="F,..", help="comma-separated fold values for test.tsv")
+    lists = p.add_argument_group("split lists (Speech Commands style; with or without --labels)")
+    lists.add_argument("--valid-list", metavar="FILE",
+                       help="text file naming the files of valid.tsv, one path relative to the audio "
+                            "folder per line (Speech Commands' validation_list.txt)")
+    lists.add_argument("--test-list", metavar="FILE",
+                       help="the same for test.tsv (testing_list.txt); files no list names go to train.tsv")
+    p.add_argument("--exclude-folders", metavar="NAME,..",
+                   help="comma-separated top-level folders of the audio folder whose files are skipped "
+                        "(counted as excluded), e.g. _background_noise_")
     args = p.parse_args(argv)
     check_label_args(p, args)
+    check_split_list_args(p, args)
+    args.exclude_folders = excluded_folder_names(p, args.exclude_folders)
     if args.valid_percent is None:
-        args.valid_percent = 0.0 if args.valid_folds else 0.01
+        args.valid_percent = 0.0 if args.valid_folds or args.valid_list else 0.01
     if not 0 <= args.valid_percent <= 1:
         p.error("--valid-percent is a share between 0 and 1")
     if args.jobs < 1:
@@ -149,20 +172,63 @@ def check_label_args(p, args):
         p.error(f"fold {both[0]!r} is in both --valid-folds and --test-folds")
 
 
+def check_split_list_args(p, args):
+    """--valid-list/--test-list decide the split: refuse the flags that decide it otherwise."""
+    lists = [flag for flag, value in (("--valid-list", args.valid_list), ("--test-list", args.test_list)) if value]
+    if not lists:
+        return
+    if args.fold_column is not None:
+        p.error(f"give {lists[0]} or --fold-column, not both (each decides the split)")
+    if args.valid_list and args.valid_percent is not None:
+        p.error("give --valid-list or --valid-percent, not both (each chooses valid.tsv)")
+    if len(lists) == 2 and os.path.realpath(args.valid_list) == os.path.realpath(args.test_list):
+        p.error(f"--valid-list and --test-list are the same file ({args.valid_list})")
+
+
+def excluded_folder_names(p, text):
+    """The names of --exclude-folders: top-level folder names, not paths."""
+    if text is None:
+        return []
+    names = fold_list(text)
+    if not names:
+        p.error("--exclude-folders needs one or more folder names")
+    for name in names:
+        if name in (os.curdir, os.pardir) or "/" in name or os.sep in name:
+            p.error(f"--exclude-folders takes names of folders directly in the audio folder, not paths: {name!r}")
+    return names
+
+
+def check_excluded_folders_exist(root, names):
+    """A name that is no folder of ``root`` is a typo, and would leave the folder in the set."""
+    absent = [name for name in names if not os.path.isdir(os.path.join(root, name))]
+    if absent:
+        present = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        cli.fail(f"--exclude-folders: no folder named {absent[0]!r} in {root} "
+                 f"(its folders: {', '.join(repr(n) for n in present) or 'none'})")
+
+
 def extension(name):
     return os.path.splitext(name)[1].lower()
 
 
-def find_files(root, exts):
-    """(sorted relative paths with one of ``exts``, Counter of the other files' extensions)."""
+def find_files(root, exts, exclude=()):
+    """(sorted relative paths with one of ``exts``, Counter of the other files' extensions,
+    {name: files with one of ``exts``} for each top-level folder in ``exclude``, not searched
+    otherwise: its other files are not counted at all)."""
     found, others = [], Counter()
-    for folder, _, files in os.walk(root, followlinks=True):
+    excluded = {name: 0 for name in exclude}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        if folder == root:
+            dirs[:] = [d for d in dirs if d not in excluded]
         for name in files:
             if extension(name) in exts:
                 found.append(os.path.relpath(os.path.join(folder, name), root))
             else:
                 others[extension(name) or "(none)"] += 1
-    return sorted(found), others
+    for name in excluded:
+        excluded[name] = sum(extension(f) in exts for _, _, files in os.walk(os.path.join(root, name), followlinks=True)
+                             for f in files)
+    return sorted(found), others, excluded
 
 
 def measure(job):
@@ -266,14 +332,17 @@ def relative_to_root(root, given):
     return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
-def file_problem(root, given, rel, found):
-    """Why a CSV path cell does not name one of the audio files found, or None."""
+def file_problem(root, given, rel, found, exclude=()):
+    """Why a CSV path cell or a split list line does not name one of the audio files found, or None."""
     if not given:
         return "the path is empty"
     if rel is None:
         return f"{given!r} is outside the audio folder {root}"
     if rel in found:
         return None
+    top = rel.split(os.sep)[0]
+    if top in exclude and rel != top:
+        return f"{given!r} is in {top}{os.sep}, which --exclude-folders leaves out"
     full = os.path.join(root, rel)
     if os.path.isdir(full):
         return f"{given!r} is a folder, not an audio file"
@@ -299,7 +368,8 @@ def labels_from_csv(csv_path, root, files, args):
     labels = Labels(csv_path, why_unlabelled=f"no row of {csv_path} names it")
     line_of, problems = {}, []
     for line, row in rows[1:]:
-        why, rel = row_problem(root, row, header, path_col, label_col, fold_col, found, line_of)
+        why, rel = row_problem(root, row, header, path_col, label_col, fold_col, found, line_of,
+                               args.exclude_folders)
         if why:
             problems.append(f"{csv_path}:{line}: {why}")
             continue
@@ -315,13 +385,13 @@ def labels_from_csv(csv_path, root, files, args):
     return labels
 
 
-def row_problem(root, row, header, path_col, label_col, fold_col, found, line_of):
+def row_problem(root, row, header, path_col, label_col, fold_col, found, line_of, exclude=()):
     """(why the row cannot be used or None, the file's relative path)."""
     if len(row) != len(header):
         return f"{len(row)} cells, the header has {len(header)}", None
     given = row[path_col].strip()
     rel = relative_to_root(root, given) if given else None
-    why = file_problem(root, given, rel, found)
+    why = file_problem(root, given, rel, found, exclude)
     if why:
         return why, rel
     if rel in line_of:
@@ -352,10 +422,56 @@ def read_labels(args, root, files):
 
 
 # ---- splits -----------------------------------------------------------------------------------
-def assign_splits(good, valid_percent, seed, labels=None, valid_folds=(), test_folds=()):
-    """The split of each entry of ``good``: by fold where folds are given, the rest at random
-    (valid with probability ``valid_percent``), always the same for the same input."""
-    if labels is not None and labels.folds:
+@dataclass
+class SplitLists:
+    """What --valid-list and --test-list say: {relative path: 'valid' or 'test'}."""
+    split_of: Dict[str, str] = field(default_factory=dict)
+    lists: Dict[str, str] = field(default_factory=dict)  # split -> list file, for each list given
+
+
+def read_split_lists(args, root, files):
+    """Read --valid-list and --test-list; every bad line stops the tool, named as LIST:LINE."""
+    given = {split: path for split, path in (("valid", args.valid_list), ("test", args.test_list)) if path}
+    lists = SplitLists(lists=given)
+    found, seen, problems, bad_lists = set(files), {}, [], []  # seen: rel -> (list file, line)
+    for split, path in given.items():
+        try:
+            text = read_utf8(path, f"--{split}-list file", hint="")
+        except LabelError as e:
+            cli.fail(str(e))
+        named = 0
+        for line, entry in enumerate(text.split("\n"), start=1):
+            entry = entry.strip()
+            if not entry:
+                continue
+            named += 1
+            rel = relative_to_root(root, entry)
+            why = file_problem(root, entry, rel, found, args.exclude_folders)
+            if why is None and rel in seen:
+                where, first = seen[rel]
+                why = (f"{entry!r} is already named on line {first}" if where == path else
+                       f"{entry!r} is also named in {where}:{first}; a file goes to one split")
+            if why:
+                problems.append(f"{path}:{line}: {why}")
+                bad_lists += [path] if path not in bad_lists else []
+                continue
+            seen[rel] = path, line
+            lists.split_of[rel] = split
+        if not named:
+            problems.append(f"{path}: names no file (every line is blank)")
+            bad_lists += [path] if path not in bad_lists else []
+    if problems:
+        fail_with_problems(problems, f"lines of {' and '.join(bad_lists)} cannot be used")
+    return lists
+
+
+def assign_splits(good, valid_percent, seed, labels=None, valid_folds=(), test_folds=(), listed=None):
+    """The split of each entry of ``good``: by the split lists (``listed``, a SplitLists) or by
+    fold where given, the rest at random (valid with probability ``valid_percent``), always the
+    same for the same input."""
+    if listed is not None:
+        split_of = [listed.split_of.get(rel, "train") for rel, _ in good]
+    elif labels is not None and labels.folds:
         fold_split = {**{f: "valid" for f in valid_folds}, **{f: "test" for f in test_folds}}
         split_of = [fold_split.get(labels.folds[rel], "train") for rel, _ in good]
     else:
@@ -396,13 +512,25 @@ def describe_extensions(counts):
     return ", ".join(f"{ext} {n}" for ext, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def report(root, found, counts, bad, others, labelled=None):
+def report(root, found, counts, bad, others, labelled=None, excluded=None, listed=None):
     print(f"{PREFIX} {found} files found under {root}")
+    if excluded is not None:
+        print(f"{PREFIX} excluded: {sum(excluded.values())} files (" +
+              ", ".join(f"{name}{os.sep}: {n}" for name, n in excluded.items()) + "; --exclude-folders)")
+    if listed is not None:
+        print(f"{PREFIX} split lists: " + ", ".join(
+            f"{split}.tsv <- {path} ({sum(s == split for s in listed.split_of.values())} files named)"
+            for split, path in listed.lists.items()) + "; every other file goes to train.tsv")
     for split, (n, hours) in counts.items():
         described = f", {len(labelled.per_split[split])} labels" if labelled else ""
         print(f"{PREFIX} {split}.tsv: {n} files, {hours:.2f} h{described}")
     if counts["valid"][0] == 0:
-        how = "give --valid-folds or --valid-percent" if labelled and labelled.by_fold else "raise --valid-percent"
+        if listed is not None and "valid" in listed.lists:
+            how = f"check the files {listed.lists['valid']} names (all were left out or have no label)"
+        elif labelled and labelled.by_fold:
+            how = "give --valid-folds or --valid-percent"
+        else:
+            how = "raise --valid-percent"
         print(f"{PREFIX} note: valid.tsv is empty (header only); training refuses an empty validation "
               f"split, so train with dataset.disable_validation=true or {how}")
     reasons = Counter(why.split(" (")[0].split(":")[0] for _, why in bad)
@@ -477,16 +605,25 @@ def main(argv=None):
     exts = {"." + e.strip().lower().lstrip(".") for e in args.ext.split(",") if e.strip()}
     if args.labels not in (None, "folders") and not os.path.isfile(args.labels):
         cli.fail(f"--labels {args.labels}: no such CSV file (or 'folders' for class sub-folders)")
+    for flag, path in (("--valid-list", args.valid_list), ("--test-list", args.test_list)):
+        if path and not os.path.isfile(path):
+            cli.fail(f"{flag} {path}: no such file")
+    check_excluded_folders_exist(root, args.exclude_folders)
     cli.make_folder(args.dest)  # now, not after a scan that can take hours
-    files, others = find_files(root, exts)
+    files, others, excluded = find_files(root, exts, args.exclude_folders)
     if not files:
         cli.fail(f"no files with extensions {' '.join(sorted(exts))} under {root}"
+                 + (f" outside the folders of --exclude-folders ({sum(excluded.values())} in them)"
+                    if excluded else "")
                  + (f" (other files: {describe_extensions(others)}; see --ext)" if others else ""))
     found = len(files)
 
-    labels = None
+    labels = listed = None
     if args.labels:  # before decoding: a bad CSV row must not cost a scan of hours
         labels = read_labels(args, root, files)
+    if args.valid_list or args.test_list:  # the same: a bad list line stops the tool now
+        listed = read_split_lists(args, root, files)
+    if labels:
         for rel in labels.unlabelled:
             print(f"no label: {printable(os.path.join(root, rel))}: {labels.why_unlabelled}", file=sys.stderr)
         files = [rel for rel in files if rel in labels.names]
@@ -506,8 +643,9 @@ def main(argv=None):
         cli.fail(f"all {len(files)} audio files under {root} were left out (each is named above); "
                  "no manifest written", code=cli.EXIT_NOTHING_DONE)
 
-    splits = ("train", "valid", "test") if args.test_folds else ("train", "valid")
-    split_of = assign_splits(good, args.valid_percent, args.seed, labels, args.valid_folds, args.test_folds)
+    splits = ("train", "valid", "test") if args.test_folds or args.test_list else ("train", "valid")
+    split_of = assign_splits(good, args.valid_percent, args.seed, labels, args.valid_folds, args.test_folds,
+                             listed)
     counts = write_splits(args.dest, root, good, split_of, splits, labels)
     written = {f"{split}.tsv" for split in splits}
     summary = None
@@ -515,7 +653,7 @@ def main(argv=None):
         summary = summarize_labels(labels, write_label_set(args.dest, good, labels), good, split_of, splits)
         written |= {f"{split}.lbl" for split in splits} | {LABEL_SET_FILE}
     warn_about_stale_outputs(args.dest, written)
-    report(root, found, counts, bad, others, summary)
+    report(root, found, counts, bad, others, summary, excluded if args.exclude_folders else None, listed)
     return cli.EXIT_OK
 
 

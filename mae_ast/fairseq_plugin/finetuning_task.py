@@ -16,13 +16,12 @@ keeps validation as cheap as training and ``tools/evaluate.py`` scores whole cli
 """
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from fairseq.dataclass import FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from hydra.utils import to_absolute_path
 from omegaconf import II, MISSING, open_dict
 
@@ -30,8 +29,8 @@ from ..core.augment import SpecAugment
 from ..core.features import SAMPLE_RATE, samples_for_frames
 from ..labels import LabelSet, load_labels
 from ..manifest import Manifest
-from .dataset import MIN_FRAMES
 from .finetuning_dataset import LabelledAudioDataset
+from .task import AudioTask
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ def record_in_run_config(cfg, section: str, **values) -> None:
 
 
 @register_task("mae_ast_finetuning", dataclass=MAEASTFinetuningConfig)
-class MAEASTFinetuningTask(FairseqTask):
+class MAEASTFinetuningTask(AudioTask):
     cfg: MAEASTFinetuningConfig
 
     def __init__(self, cfg: MAEASTFinetuningConfig, label_set: LabelSet):
@@ -118,17 +117,13 @@ class MAEASTFinetuningTask(FairseqTask):
     def _label_files(cfg, split: str):
         """(.lbl path, its Manifest) of a split."""
         return (os.path.join(cfg.data, f"{split}.lbl"),
-                Manifest.load(os.path.join(cfg.data, f"{split}.tsv"), MAEASTFinetuningTask._min_keep(cfg)))
-
-    @staticmethod
-    def _min_keep(cfg) -> int:
-        return max(cfg.min_sample_size or 0, samples_for_frames(MIN_FRAMES, cfg.sample_rate))
+                Manifest.load(os.path.join(cfg.data, f"{split}.tsv"), AudioTask.min_keep(cfg)))
 
     def load_dataset(self, split: str, epoch=1, **kwargs):
         lbl_path, manifest = self._label_files(self.cfg, split)
         if len(manifest) == 0:
             raise ValueError(f"{manifest.path}: no usable clips ({manifest.skipped_short} shorter than "
-                             f"{self._min_keep(self.cfg)} samples)")
+                             f"{self.min_keep(self.cfg)} samples)")
         labels = load_labels(lbl_path, manifest, self.label_set)
         training = split == self.cfg.train_subset
         self.datasets[split] = LabelledAudioDataset(
@@ -149,17 +144,3 @@ class MAEASTFinetuningTask(FairseqTask):
             generator = torch.Generator().manual_seed(sample["augment_seed"])
             sample["net_input"]["augment"] = SpecAugment(self.cfg.freq_mask, self.cfg.time_mask, generator)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return (sys.maxsize, sys.maxsize)
-
-    def filter_indices_by_size(self, indices, *args, **kwargs):
-        return indices  # long clips are cropped, too short ones left out at load

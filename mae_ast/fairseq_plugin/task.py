@@ -58,8 +58,32 @@ TASK_NO_EFFECT = {"enable_padding": (False, "task.pad_audio decides padding"),
                   "mask_spans": (False, "task.mask_type decides the masking")}
 
 
+class AudioTask(FairseqTask):
+    """What the pre-training and fine-tuning tasks share: audio in, no dictionaries, and no
+    length filter (too long clips are cropped, too short ones left out when the manifest loads)."""
+
+    @staticmethod
+    def min_keep(cfg) -> int:
+        """Shortest clip kept (samples): task.min_sample_size, never below one 16-frame patch."""
+        return max(cfg.min_sample_size or 0, samples_for_frames(MIN_FRAMES, cfg.sample_rate))
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+    def max_positions(self):
+        return (sys.maxsize, sys.maxsize)
+
+    def filter_indices_by_size(self, indices, *args, **kwargs):
+        return indices
+
+
 @register_task("mae_ast_pretraining", dataclass=MAEASTPretrainingConfig)
-class MAEASTPretrainingTask(FairseqTask):
+class MAEASTPretrainingTask(AudioTask):
     cfg: MAEASTPretrainingConfig
 
     def __init__(self, cfg: MAEASTPretrainingConfig):
@@ -73,8 +97,8 @@ class MAEASTPretrainingTask(FairseqTask):
         return cls(cfg)
 
     def load_dataset(self, split: str, epoch=1, **kwargs):
-        min_keep = max(self.cfg.min_sample_size or 0, samples_for_frames(MIN_FRAMES, self.cfg.sample_rate))
-        manifest = Manifest.load(os.path.join(self.cfg.data, f"{split}.tsv"), min_keep, self.cfg.max_keep_size)
+        manifest = Manifest.load(os.path.join(self.cfg.data, f"{split}.tsv"), self.min_keep(self.cfg),
+                                 self.cfg.max_keep_size)
         if len(manifest) == 0:
             message = (f"{manifest.path}: no usable clips ({manifest.skipped_short} too short, "
                        f"{manifest.skipped_long} too long)")
@@ -89,17 +113,3 @@ class MAEASTPretrainingTask(FairseqTask):
             manifest, self.cfg.sample_rate, self.cfg.feature_dim, self.cfg.max_sample_size,
             self.cfg.pad_audio, self.cfg.random_crop, shuffle=True,
             max_bad_audio_fraction=self.cfg.max_bad_audio_fraction, seed=self.cfg.seed)
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return (sys.maxsize, sys.maxsize)
-
-    def filter_indices_by_size(self, indices, *args, **kwargs):
-        return indices  # too long clips are cropped, too short ones left out at load
