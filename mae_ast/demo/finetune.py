@@ -99,9 +99,11 @@ def make_labelled_manifests(audio: Path, index: Sequence[dict], out: Path, jobs:
 
 def finetune_command(data: Path, run_dir: Path, checkpoint: Path, name: str, minutes: float,
                      gpu: bool) -> List[str]:
-    # the pre-training run's architecture (its model_overrides), without what fine-tuning sets itself
+    # the pre-training run's architecture and device (its model_overrides); fine-tuning refuses
+    # common.fp16 (the fp32 front end) and runs the encoder under bf16 autocast on a GPU instead
     keep = ("model.encoder_", "common.")
-    overrides = [o for o in model_overrides(gpu) if o.startswith(keep)]
+    overrides = [o for o in model_overrides(gpu) if o.startswith(keep) and not o.startswith("common.fp16")]
+    overrides += ["common.fp16=false"] + (["model.autocast_dtype=bf16"] if gpu else [])
     overrides += [
         f"common.user_dir={REPO / 'mae_ast'}", f"task.data={data}", f"hydra.run.dir={run_dir}",
         "common.log_interval=10", f"task.max_sample_size={int(CLIP_SECONDS * 16000)}",
