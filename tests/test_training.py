@@ -156,3 +156,23 @@ def test_not_a_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(checkpoint.CheckpointError, match="not an MAE-AST checkpoint"):
         checkpoint.load(str(path))
+
+
+@pytest.mark.slow
+def test_resume_in_a_later_epoch_continues_exactly(corpus, tmp_path):
+    """Stopped at the end of epoch 1 (4 updates of 2 clips) and resumed, a run gets the losses
+    of an uninterrupted one in epochs 2 and 3: crops and order follow (seed, epoch, clips), not
+    process state (an unseeded collater crop fails it)."""
+    common = [*tiny_model_overrides(True), "task.mask_type=chunk_mask", "lr_scheduler.warmup_updates=4",
+              "dataset.batch_size=2", "dataset.validate_interval=100", "checkpoint.save_interval=1"]
+    straight = fairseq_train(corpus["manifests"], tmp_path / "straight", *common, "optimization.max_epoch=3")
+    fairseq_train(corpus["manifests"], tmp_path / "resumed", *common, "optimization.max_epoch=1")
+    resumed = fairseq_train(corpus["manifests"], tmp_path / "resumed", *common, "optimization.max_epoch=3")
+
+    def by_update(proc):
+        return {int(r["num_updates"]): r for kind, r in train_log(proc) if kind == "train_inner"}
+
+    a, b = by_update(straight), by_update(resumed)
+    assert b and min(b) > 1 and set(b) <= set(a), (sorted(a), sorted(b))
+    for step in sorted(b):
+        assert abs(float(a[step]["loss"]) - float(b[step]["loss"])) < 1e-3, (step, a[step], b[step])
