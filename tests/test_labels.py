@@ -534,6 +534,25 @@ def test_each_bad_csv_row_is_named_with_file_and_line(tmp_path, csv_audio):
     assert not (tmp_path / "m" / "train.tsv").exists() and "files/s" not in proc.stderr  # stopped before decoding
 
 
+def test_skip_missing_leaves_out_rows_of_absent_files_naming_each(tmp_path, csv_audio):
+    """AudioSet downloads lack some clips: --skip-missing names each such row and counts them;
+    every other bad row still stops the tool."""
+    csv_path = tmp_path / "as.csv"
+    csv_path.write_text("file,label\na.wav,cat\ngone.wav,dog\nb.wav,dog\nsub/gone.flac,cat\n")
+    proc = make_manifest(csv_audio, tmp_path / "m", *csv_args(csv_path, "--skip-missing", "--valid-percent", 0))
+    assert f"missing, left out (--skip-missing): {csv_path}:3: no such file: {csv_audio / 'gone.wav'}" in proc.stderr
+    assert f"{csv_path}:5: no such file: {csv_audio / 'sub' / 'gone.flac'}" in proc.stderr
+    assert f"missing: 2 rows of {csv_path} name files that do not exist" in proc.stdout
+    _, written = outputs(tmp_path / "m")
+    assert written["train"] == {"a.wav": ["cat"], "b.wav": ["dog"]}
+    # without the flag the same CSV stops the tool
+    assert make_manifest(csv_audio, tmp_path / "n", *csv_args(csv_path), check=False).returncode == 2
+    # a bad row of another kind is not skipped
+    csv_path.write_text("file,label\na.wav,cat\ngone.wav,dog\nb.wav,\n")
+    proc = make_manifest(csv_audio, tmp_path / "o", *csv_args(csv_path, "--skip-missing"), check=False)
+    assert proc.returncode == 2 and f"{csv_path}:4: column 'label'" in proc.stderr
+
+
 @pytest.mark.parametrize("text,line,words", [
     ('file,label\na.wav,cat\nb.wav,"cat\nc.flac,dog\nd.wav,dog\n', 3, "unexpected end of data"),  # never closed
     ('file,label\na.wav,cat\nb.wav,"cat"x\n', 3, "',' expected after '\"'"),

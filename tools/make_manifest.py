@@ -115,6 +115,9 @@ def parse_args(argv=None):
     labels.add_argument("--label-column", metavar="COL",
                         help="CSV column with each file's label, or several comma-separated in one "
                              "quoted cell")
+    labels.add_argument("--skip-missing", action="store_true",
+                        help="leave out CSV rows naming files that do not exist (each named on stderr and "
+                             "counted; AudioSet downloads lack some clips) instead of stopping")
     labels.add_argument("--fold-column", metavar="COL",
                         help="CSV column that decides the split, with --valid-folds/--test-folds")
     labels.add_argument("--valid-folds", metavar="F,..", help="comma-separated fold values for valid.tsv")
@@ -149,7 +152,7 @@ def check_label_args(p, args):
     """Refuse flag combinations that would be ignored or contradict each other."""
     from_csv = args.labels is not None and args.labels != "folders"
     csv_flags = {"--path-column": args.path_column, "--label-column": args.label_column,
-                 "--fold-column": args.fold_column}
+                 "--fold-column": args.fold_column, "--skip-missing": args.skip_missing or None}
     if not from_csv:
         given = [flag for flag, value in csv_flags.items() if value is not None]
         if given:
@@ -284,6 +287,7 @@ class Labels:
     folds: Dict[str, str] = field(default_factory=dict)  # relative path -> fold (CSV with folds)
     unlabelled: List[str] = field(default_factory=list)  # relative paths, with why below
     why_unlabelled: str = ""
+    missing: List[str] = field(default_factory=list)  # CSV:LINE of rows naming absent files (--skip-missing)
 
 
 def fail_with_problems(problems, what):
@@ -370,6 +374,11 @@ def labels_from_csv(csv_path, root, files, args):
     for line, row in rows[1:]:
         why, rel = row_problem(root, row, header, path_col, label_col, fold_col, found, line_of,
                                args.exclude_folders)
+        if why and args.skip_missing and rel is not None and not os.path.lexists(os.path.join(root, rel)):
+            # AudioSet-style downloads lack some clips: name each, count them, go on
+            print(f"missing, left out (--skip-missing): {csv_path}:{line}: {why}", file=sys.stderr)
+            labels.missing.append(f"{csv_path}:{line}")
+            continue
         if why:
             problems.append(f"{csv_path}:{line}: {why}")
             continue
@@ -562,6 +571,9 @@ def summarize_labels(labels, label_set, good, split_of, splits):
 
 def report_labels(s):
     print(f"{PREFIX} {LABEL_SET_FILE}: {len(s.label_set)} labels (from {s.labels.source})")
+    if s.labels.missing:
+        print(f"{PREFIX} missing: {len(s.labels.missing)} rows of {s.labels.source} name files that do not "
+              f"exist, left out (--skip-missing; each is named above)")
     if s.labels.unlabelled:
         print(f"{PREFIX} no label: {len(s.labels.unlabelled)} files, not written "
               f"({s.labels.why_unlabelled}; each is named above)")
