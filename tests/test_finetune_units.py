@@ -14,7 +14,8 @@ from mae_ast.core.augment import SpecAugment, mixup
 from mae_ast.core.features import num_frames
 from mae_ast.fairseq_plugin.classification_criterion import ClassificationCriterion
 from mae_ast.fairseq_plugin.classifier_model import check_optimizer_reads_lr_scales, check_weights_stay_fp32
-from mae_ast.fairseq_plugin.finetuning_dataset import LabelledAudioDataset, multi_hot, sampling_weights
+from mae_ast.core.metrics import multi_hot
+from mae_ast.fairseq_plugin.finetuning_dataset import LabelledAudioDataset, sampling_weights
 from mae_ast.fairseq_plugin.lr_scheduler import EpochStepDecay, EpochStepDecayConfig
 from mae_ast.manifest import Manifest
 from fairseq.logging import metrics as fairseq_metrics
@@ -196,7 +197,7 @@ def test_an_unreadable_clip_is_replaced_with_the_labels_of_the_clip_read(labelle
     train = LabelledAudioDataset(manifest, labels, 3, max_sample_size=12000, max_bad_audio_fraction=1.0)
     item = train[5]  # broken.flac, labelled [1]
     assert item["bad_audio"] and item["bad_audio"][0].endswith("broken.flac")
-    read = train._read_index
+    read = item["clip"]  # the clip whose audio the item holds
     assert read != 5 and item["labels"] == labels[read]
     assert "broken.flac" in caplog.text
 

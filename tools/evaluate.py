@@ -40,7 +40,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = args.out or f"eval_{args.split}"
 
-    import numpy as np
     import torch
 
     from mae_ast.classification import confusion_matrix, load_for_inference, plot_confusion, score_files
@@ -76,10 +75,8 @@ def main(argv=None):
         cli.fail(f"none of the {len(paths)} clips of {manifest.path} could be read (each is named above)",
                  code=cli.EXIT_NOTHING_DONE)
     n_classes = len(info.label_names)
-    targets = np.zeros((len(paths), n_classes), dtype=np.float32)
-    for i, indices in enumerate(clip_labels):
-        targets[i, [model_index[label_set.names[k]] for k in indices]] = 1
-    probs_t, targets_t = torch.from_numpy(scores.probs[ok]), torch.from_numpy(targets[ok])
+    targets = metrics.multi_hot([[model_index[label_set.names[k]] for k in clip] for clip in clip_labels], n_classes)
+    probs_t, targets_t = torch.from_numpy(scores.probs[ok]), targets[torch.from_numpy(ok)]
     multi_label = info.multi_label
     figures = metrics.summary(probs_t, targets_t, multi_label)
     report = {"checkpoint": args.checkpoint, "split": args.split, "clips": int(ok.sum()),

@@ -9,7 +9,7 @@ A clip's logits never depend on what else is in its batch (in eval mode): the ex
 encodes each clip's real tokens only and the mean counts them only.
 """
 import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -46,10 +46,10 @@ class MAEASTClassifier(nn.Module):
             self.backbone.eval()
         return self
 
-    def embed(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+    def embed(self, wavs: Union[torch.Tensor, Sequence[torch.Tensor]], lengths: Optional[torch.Tensor] = None,
               augment: Optional[Callable] = None, precision: str = "fp32") -> torch.Tensor:
-        """(B, N) waveforms at 16 kHz (``lengths``: real samples of each) -> (B, D), the mean of
-        the encoder output over each clip's own tokens."""
+        """(B, N) waveforms at 16 kHz (``lengths``: real samples of each), or a list of 1-D
+        waveforms -> (B, D), the mean of the encoder output over each clip's own tokens."""
         last = len(self.backbone.encoder.layers)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             out = extract(self.backbone, wavs, lengths, layers=(last,), precision=precision, augment=augment)
@@ -57,9 +57,9 @@ class MAEASTClassifier(nn.Module):
         pooled = frames.sum(1) / steps.clamp_min(1).unsqueeze(1).to(frames.dtype)
         return pooled.view(pooled.size(0), self.backbone.n_freq, -1).mean(1)  # mean over frequency patches
 
-    def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+    def forward(self, wavs: Union[torch.Tensor, Sequence[torch.Tensor]], lengths: Optional[torch.Tensor] = None,
                 augment: Optional[Callable] = None, precision: str = "fp32") -> torch.Tensor:
-        """(B, N) waveforms -> (B, num_classes) logits."""
+        """(B, N) waveforms, or a list of 1-D ones -> (B, num_classes) logits."""
         return self.head(self.head_dropout(self.embed(wavs, lengths, augment, precision)))
 
     @torch.no_grad()
@@ -81,19 +81,11 @@ class MAEASTClassifier(nn.Module):
         probs = torch.zeros(len(pieces), self.head[-1].out_features)
         for first in range(0, len(order), batch_size):
             chosen = order[first:first + batch_size]
-            logits = self._logits_of([pieces[k] for k in chosen], precision)
+            logits = self([pieces[k] for k in chosen], precision=precision)  # extract pads the list
             probs[chosen] = (logits.sigmoid() if sigmoid else logits.softmax(-1)).float().cpu()
         owner_t, weight_t = torch.tensor(owner), torch.tensor(weight, dtype=torch.float32)
         total = torch.zeros(len(wavs), probs.size(1)).index_add_(0, owner_t, probs * weight_t[:, None])
         return total / torch.zeros(len(wavs)).index_add_(0, owner_t, weight_t)[:, None]
-
-    def _logits_of(self, pieces: List[torch.Tensor], precision: str) -> torch.Tensor:
-        device = next(self.parameters()).device
-        lengths = torch.tensor([len(p) for p in pieces])
-        batch = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True).to(device)
-        if batch.size(1) == 0:
-            batch = batch.new_zeros(len(pieces), 1)
-        return self(batch, lengths, precision=precision)
 
 
 def layer_of(name: str, num_layers: int, layer_norm_first: bool) -> int:

@@ -8,9 +8,17 @@ Averages are macro over the classes that can be scored: average precision needs 
 clip of the class, ROC-AUC a positive and a negative one (AudioSet evaluation sets miss some
 classes; sklearn's macro average would raise or return nan there).
 """
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch
+
+
+def multi_hot(labels: Sequence[Sequence[int]], num_classes: int) -> torch.Tensor:
+    """Targets as these metrics take them: (n, num_classes) float, 1 where a clip has the label."""
+    out = torch.zeros(len(labels), num_classes)
+    for i, clip_labels in enumerate(labels):
+        out[i, list(clip_labels)] = 1.0
+    return out
 
 
 def accuracy(scores: torch.Tensor, targets: torch.Tensor) -> float:

@@ -28,9 +28,10 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from hydra.utils import to_absolute_path
 
-from ..core.checkpoint import CheckpointError, check_compatible, check_same_semantics, load_encoder_weights
+from ..core.checkpoint import CheckpointError, load_encoder_weights, model_config
 from ..core.classifier import MAEASTClassifier, layer_lr_scales
 from ..core.config import MAEASTConfig
+from .model import check_restore
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class MAEASTClassifierModel(MAEASTClassifier, BaseFairseqModel):
         if cfg.num_classes < 1:
             raise ValueError("model.num_classes is unset: the mae_ast_finetuning task sets it from labels.csv")
         check_weights_stay_fp32(cfg)
-        encoder_cfg = MAEASTConfig(**{name: getattr(cfg, name) for name in MAEASTConfig.__dataclass_fields__})
+        encoder_cfg = model_config(cfg)  # the MAEASTConfig fields of the model config
         model = cls(encoder_cfg, cfg.num_classes, task.cfg.feature_dim, cfg.head_dropout, cfg.freeze_encoder)
         model.precision = PRECISIONS[str(cfg.autocast_dtype)]
         if cfg.pretrained_checkpoint:
@@ -97,18 +98,15 @@ class MAEASTClassifierModel(MAEASTClassifier, BaseFairseqModel):
         set that gained a class since the checkpoint was written (the head's shape), or, when
         the checkpoint's model settings travel with its weights (``mae_ast_model_cfg``, see
         model.py), a patch checkpoint into a frame model."""
-        try:
-            ckpt_cfg = getattr(state_dict, "mae_ast_model_cfg", None)
-            if ckpt_cfg is not None:
-                check_same_semantics(ckpt_cfg, self.backbone.cfg)
-            check_compatible(self, state_dict)
-        except CheckpointError as e:
-            if "head." in str(e):
-                e = CheckpointError(f"{e}\n  (the label set differs from the checkpoint's: was labels.csv changed? "
-                                    "fine-tune into a new hydra.run.dir, or restore the labels)")
-            logger.error(str(e))  # fairseq's trainer replaces the exception with a generic one
-            raise e from None
+        check_restore(self, self.backbone.cfg, state_dict, explain=_label_set_hint)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def _label_set_hint(message: str) -> str:
+    if "head." not in message:
+        return message
+    return (f"{message}\n  (the label set differs from the checkpoint's: was labels.csv changed? "
+            "fine-tune into a new hydra.run.dir, or restore the labels)")
 
 
 def check_weights_stay_fp32(cfg) -> None:

@@ -76,7 +76,8 @@ class MAEASTDataset(FairseqDataset):
                 wav = self._read(candidate, rng)
                 if len(wav) < samples_for_frames(MIN_FRAMES, self.sample_rate):
                     raise audio.AudioReadError(self.manifest.audio_path(candidate), f"only {len(wav)} samples decoded")
-                return {"id": index, "source": wav, "bad_audio": bad}
+                # "clip": whose audio this is (another clip's when this one could not be read)
+                return {"id": index, "clip": candidate, "source": wav, "bad_audio": bad}
             except audio.AudioReadError as e:
                 self.failures += 1
                 bad.append(e.path)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..core.augment import mixup
+from ..core.metrics import multi_hot
 from ..manifest import Manifest
 from .dataset import MAEASTDataset
 
@@ -33,14 +34,6 @@ def sampling_weights(labels: Sequence[Sequence[int]], num_classes: int) -> np.nd
     inverse = np.divide(1.0, counts, out=np.zeros(num_classes), where=counts > 0)
     weights = np.array([inverse[list(clip_labels)].sum() for clip_labels in labels])
     return weights / weights.sum()
-
-
-def multi_hot(labels: Sequence[Sequence[int]], num_classes: int) -> torch.Tensor:
-    """(n, num_classes) float, 1 where a clip has the label."""
-    out = torch.zeros(len(labels), num_classes)
-    for i, clip_labels in enumerate(labels):
-        out[i, list(clip_labels)] = 1.0
-    return out
 
 
 def seed_from(*values: int) -> int:
@@ -66,15 +59,9 @@ class LabelledAudioDataset(MAEASTDataset):
         self.training = training
 
     # ---- items --------------------------------------------------------------------------------
-    def _read(self, index: int, rng: np.random.Generator) -> torch.Tensor:
-        # MAEASTDataset.__getitem__ reads another clip in place of an unreadable one: remember
-        # which clip was read last, so that the item carries the labels of the audio it holds
-        self._read_index = index
-        return super()._read(index, rng)
-
     def __getitem__(self, index):
         item = super().__getitem__(index)
-        item["labels"] = self.labels[self._read_index]
+        item["labels"] = self.labels[item["clip"]]  # the labels of the audio it holds (a substitute's)
         return item
 
     # ---- batches -------------------------------------------------------------------------------

@@ -48,15 +48,24 @@ class MAEASTModel(MAEAST, BaseFairseqModel):
             return super().forward(*args, **kwargs)
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
-        try:
-            ckpt_cfg = getattr(state_dict, "mae_ast_model_cfg", None)
-            if ckpt_cfg is not None:
-                check_same_semantics(ckpt_cfg, self.cfg)
-            check_compatible(self, state_dict)
-        except CheckpointError as e:
-            logger.error(str(e))  # fairseq's trainer replaces the exception with a generic one
-            raise
+        check_restore(self, self.cfg, state_dict)
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+
+
+def check_restore(model: torch.nn.Module, settings, state_dict, explain=lambda message: message) -> None:
+    """What fairseq's restore path must check before loading ``state_dict`` into ``model``:
+    the checkpoint's own model settings (attached by ``_remember_model_cfg``) mean what
+    ``settings`` mean, and the weights fit. The CheckpointError (its message passed through
+    ``explain``) is logged first: fairseq's trainer replaces it with a generic one."""
+    try:
+        ckpt_cfg = getattr(state_dict, "mae_ast_model_cfg", None)
+        if ckpt_cfg is not None:
+            check_same_semantics(ckpt_cfg, settings)
+        check_compatible(model, state_dict)
+    except CheckpointError as e:
+        error = CheckpointError(explain(str(e)))
+        logger.error(str(error))
+        raise error from None
 
 
 def _remember_model_cfg(load):
