@@ -1,8 +1,9 @@
-"""README's fine-tuning section and its continue-pre-training command, run as written: the
-README's bash blocks, verbatim, in a folder laid out as the README assumes (tools/, config/,
-mae_ast/ of this repository; clips/, ESC-50-master/, speech_commands_v0.02/, audioset/ and the
-checkpoints as tiny stand-ins made here). The only addition is a shell function that appends
-CPU and tiny-model settings to every fairseq-hydra-train the blocks call."""
+"""README's fine-tuning section and its continue-pre-training command, and the recipe
+walk-throughs of docs/finetuning.md, run as written: their bash blocks, verbatim, in a folder
+laid out as they assume (tools/, config/, mae_ast/ of this repository; clips/, ESC-50-master/,
+speech_commands_v0.02/, audioset/ and the checkpoints as tiny stand-ins made here). The only
+addition is a shell function that appends CPU and tiny-model settings to every
+fairseq-hydra-train the blocks call."""
 import json
 import re
 import subprocess
@@ -19,15 +20,23 @@ from test_finetune import SR, TINY, one_second_clips, tiny_overrides
 pytestmark = pytest.mark.slow
 
 
+def section_blocks(text, heading):
+    """The bash blocks of the section ``heading`` (up to the next '## ' heading)."""
+    section = text[text.index(f"\n{heading}\n"):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    return re.findall(r"```bash\n(.*?)```", section, re.S)
+
+
 def readme_blocks():
-    """The fine-tuning section's bash blocks and the continue-pre-training block."""
+    """The continue-pre-training block, the README's fine-tuning block, and the recipe
+    walk-throughs of docs/finetuning.md (ESC-50, Speech Commands, AudioSet-20K), which go on
+    from the README's fine-tuning block's variables."""
     text = (REPO / "README.md").read_text()
-    section = text[text.index("\n## Fine-tuning\n"):]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    blocks = section_blocks(text, "## Fine-tuning")
+    recipes = section_blocks((REPO / "docs" / "finetuning.md").read_text(), "## Recipes")
     restore = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "checkpoint.restore_file" in b]
-    assert len(blocks) == 2 and len(restore) == 1
-    return restore[0], blocks
+    assert len(blocks) == 1 and len(recipes) == 3 and len(restore) == 1
+    return restore[0], blocks + recipes
 
 
 def write(path, wav):
