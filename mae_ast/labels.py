@@ -25,6 +25,23 @@ class LabelError(ValueError):
     pass
 
 
+class InputProblems(ValueError):
+    """Every bad row or line of an input, each named FILE:LINE: collected in one pass, so that
+    a user fixes them all before the next run instead of one per run. ``str()`` sums them up;
+    ``shown()`` is what a tool prints above that."""
+
+    MAX_SHOWN = 20  # enough to see the pattern, not a screen per million rows
+
+    def __init__(self, problems: List[str], what: str, consequence: str):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} {what} (each is named above); {consequence}")
+
+    def shown(self) -> List[str]:
+        """The first MAX_SHOWN problems, then how many more there are."""
+        hidden = len(self.problems) - self.MAX_SHOWN
+        return self.problems[:self.MAX_SHOWN] + ([f"... and {hidden} more"] if hidden > 0 else [])
+
+
 def label_name_problem(name: str) -> Optional[str]:
     """Why ``name`` cannot be a label that a .lbl line and labels.csv read back unchanged,
     or None when it can."""
