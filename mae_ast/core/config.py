@@ -51,6 +51,8 @@ class MAEASTConfig:
         default=0.75,
         metadata={"help": "share of tokens masked; for retain_spans the span probability (1.45 -> ~75 %)"})
     mask_length: int = field(default=10, metadata={"help": "span length in tokens for retain_spans"})
+    mask_block_size: int = field(
+        default=5, metadata={"help": "block side in tokens for inverse_block (EAT: 5); chunk_mask draws 3..5"})
 
     checkpoint_activations: bool = field(
         default=False, metadata={"help": "recompute layer activations in backward to save memory"})

@@ -35,7 +35,8 @@ class MAEASTPretrainingConfig(FairseqDataclass):
     mask_type: ChoiceEnum(list(MASK_TYPES)) = field(
         default="random_mask",
         metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
-                          "chunk_mask: SSAST square chunks (patch models); retain_spans: wav2vec2 spans (frame models)"})
+                          "chunk_mask: SSAST square chunks masked (patch models); retain_spans: wav2vec2 spans (frame models); "
+                          "inverse_block: EAT's square blocks kept, the rest masked (not the paper's)"})
     seed: int = field(default=II("common.seed"), metadata={"help": "crops follow (seed, epoch, clip): common.seed"})
     persistent_workers: bool = field(
         default=False,
