@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 LABEL_SET_HEADER = ["index", "name"]
+LABEL_SET_FILE = "labels.csv"  # beside the manifests, one for all splits
 
 
 class LabelError(ValueError):

@@ -45,23 +45,18 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from typing import Dict, List
-
-import numpy as np
 
 from mae_ast import audio, cli
 from mae_ast.core.features import SAMPLE_RATE
-from mae_ast.labels import LabelError, LabelSet, label_name_problem, parse_label_list, read_csv_rows, read_utf8
-from mae_ast.manifest import unwritable_name_reason, unwritable_root_reason
+from mae_ast.label_sources import (LabelCsv, comma_list, fixed_splits, read_labels, read_split_lists,
+                                   summarize_labels, write_label_set)
+from mae_ast.labels import LABEL_SET_FILE, InputProblems, LabelError
+from mae_ast.manifest import (ManifestError, assign_splits, audio_extensions, check_excluded_folders_exist,
+                              checked_root, find_files, measure_all, printable, stale_outputs,
+                              unwritable_name_reason, write_splits)
 
 DEFAULT_EXTS = ",".join(ext.lstrip(".") for ext in audio.AUDIO_EXTENSIONS)
 PREFIX = "[make_manifest]"
-
-# CSV rows shown when many are bad: enough to see the pattern, not a screen per million rows.
-MAX_ROW_PROBLEMS_SHOWN = 20
-LABEL_SET_FILE = "labels.csv"
 
 # The same commands as docs/finetuning.md (tests/test_labels.py runs both).
 EXAMPLES = """\
@@ -144,10 +139,6 @@ def parse_args(argv=None):
     return args
 
 
-def fold_list(text):
-    return [fold.strip() for fold in text.split(",") if fold.strip()] if text is not None else []
-
-
 def check_label_args(p, args):
     """Refuse flag combinations that would be ignored or contradict each other."""
     from_csv = args.labels is not None and args.labels != "folders"
@@ -161,7 +152,7 @@ def check_label_args(p, args):
         missing = [flag for flag in ("--path-column", "--label-column") if csv_flags[flag] is None]
         if missing:
             p.error(f"--labels {args.labels} needs {' and '.join(missing)} (the CSV's column names)")
-    args.valid_folds, args.test_folds = fold_list(args.valid_folds), fold_list(args.test_folds)
+    args.valid_folds, args.test_folds = comma_list(args.valid_folds), comma_list(args.test_folds)
     if args.fold_column is None:
         if args.valid_folds or args.test_folds:
             p.error("--valid-folds and --test-folds need --fold-column")
@@ -192,7 +183,7 @@ def excluded_folder_names(p, text):
     """The names of --exclude-folders: top-level folder names, not paths."""
     if text is None:
         return []
-    names = fold_list(text)
+    names = comma_list(text)
     if not names:
         p.error("--exclude-folders needs one or more folder names")
     for name in names:
@@ -201,320 +192,110 @@ def excluded_folder_names(p, text):
     return names
 
 
-def check_excluded_folders_exist(root, names):
-    """A name that is no folder of ``root`` is a typo, and would leave the folder in the set."""
-    absent = [name for name in names if not os.path.isdir(os.path.join(root, name))]
-    if absent:
-        present = sorted(e.name for e in os.scandir(root) if e.is_dir())
-        cli.fail(f"--exclude-folders: no folder named {absent[0]!r} in {root} "
-                 f"(its folders: {', '.join(repr(n) for n in present) or 'none'})")
+def progress_printer():
+    """progress(done, total) for measure_all: a line on stderr that rewrites itself."""
+    start = time.time()
+
+    def progress(done, total):
+        rate = done / max(time.time() - start, 1e-6)
+        sys.stderr.write(f"\r{PREFIX} {done}/{total} files, {rate:.0f} files/s")
+        sys.stderr.flush()
+    return progress
 
 
-def extension(name):
-    return os.path.splitext(name)[1].lower()
-
-
-def find_files(root, exts, exclude=()):
-    """(sorted relative paths with one of ``exts``, Counter of the other files' extensions,
-    {name: files with one of ``exts``} for each top-level folder in ``exclude``, not searched
-    otherwise: its other files are not counted at all)."""
-    found, others = [], Counter()
-    excluded = {name: 0 for name in exclude}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        if folder == root:
-            dirs[:] = [d for d in dirs if d not in excluded]
-        for name in files:
-            if extension(name) in exts:
-                found.append(os.path.relpath(os.path.join(folder, name), root))
-            else:
-                others[extension(name) or "(none)"] += 1
-    for name in excluded:
-        excluded[name] = sum(extension(f) in exts for _, _, files in os.walk(os.path.join(root, name), followlinks=True)
-                             for f in files)
-    return sorted(found), others, excluded
-
-
-def measure(job):
-    """(relative path, samples at 16 kHz or None, reason when left out)."""
-    root, rel, min_samples = job
-    try:
-        samples = audio.num_samples(os.path.join(root, rel), SAMPLE_RATE)
-    except audio.AudioReadError as e:
-        return rel, None, e.reason
-    except Exception as e:  # a decoder crash must not end a scan of millions of files
-        return rel, None, f"{type(e).__name__}: {e}"
-    if samples < min_samples:
-        return rel, None, f"too short ({samples / SAMPLE_RATE:.3f} s)"
-    return rel, samples, None
-
-
-def progress(done, total, start):
-    rate = done / max(time.time() - start, 1e-6)
-    sys.stderr.write(f"\r{PREFIX} {done}/{total} files, {rate:.0f} files/s")
-    sys.stderr.flush()
-
-
-def measure_all(root, files, min_samples, jobs):
-    """``measure`` every file, in parallel when ``jobs`` > 1, in the order of ``files``."""
-    work = [(root, rel, min_samples) for rel in files]
-    start, results = time.time(), []
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
-    try:
-        measured = pool.map(measure, work, chunksize=16) if pool else map(measure, work)
-        for result in measured:
-            results.append(result)
-            if len(results) % 50 == 0:
-                progress(len(results), len(work), start)
-    finally:
-        if pool:
-            pool.shutdown()
-    progress(len(results), len(work), start)
-    sys.stderr.write("\n")
-    return results
-
-
-def printable(path):
-    """The path as it is, or its repr when it holds characters that would garble the listing."""
-    return path if path.isprintable() else repr(path)
-
-
-# ---- labels ----------------------------------------------------------------------------------
-@dataclass
-class Labels:
-    """What the label source says about the audio files found."""
-    source: str  # for messages: "class folders" or the CSV's path
-    names: Dict[str, List[str]] = field(default_factory=dict)  # relative path -> label names
-    folds: Dict[str, str] = field(default_factory=dict)  # relative path -> fold (CSV with folds)
-    unlabelled: List[str] = field(default_factory=list)  # relative paths, with why below
-    why_unlabelled: str = ""
-    missing: List[str] = field(default_factory=list)  # CSV:LINE of rows naming absent files (--skip-missing)
-
-
-def fail_with_problems(problems, what):
-    """Name each problem on stderr (up to MAX_ROW_PROBLEMS_SHOWN), then stop."""
-    for problem in problems[:MAX_ROW_PROBLEMS_SHOWN]:
-        print(problem, file=sys.stderr)
-    if len(problems) > MAX_ROW_PROBLEMS_SHOWN:
-        print(f"... and {len(problems) - MAX_ROW_PROBLEMS_SHOWN} more", file=sys.stderr)
-    cli.fail(f"{len(problems)} {what} (each is named above); no manifest written")
-
-
-def labels_from_folders(root, files):
-    """The top sub-folder of each file is its label; files directly in ``root`` have none."""
-    labels = Labels("class folders", why_unlabelled="not in a class folder")
-    problems = {}
-    for rel in files:
-        parts = rel.split(os.sep)
-        if len(parts) == 1:
-            labels.unlabelled.append(rel)
-            continue
-        name = parts[0].strip()
-        why = label_name_problem(name)
-        if why:
-            problems[parts[0]] = f"{printable(os.path.join(root, parts[0]))}: class folder cannot be a label: {why}"
-            continue
-        labels.names[rel] = [name]
-    if problems:
-        fail_with_problems([problems[k] for k in sorted(problems)], "class folders cannot be labels")
-    return labels
-
-
-def column_index(csv_path, line, header, name, flag):
-    matches = [i for i, cell in enumerate(header) if cell.strip() == name]
-    if len(matches) != 1:
-        columns = ", ".join(repr(cell.strip()) for cell in header)
-        how = "no column" if not matches else f"{len(matches)} columns"
-        cli.fail(f"{csv_path}:{line}: {how} named {name!r} ({flag}); the header's columns are {columns}")
-    return matches[0]
-
-
-def relative_to_root(root, given):
-    """``given`` (relative to ``root``, or absolute below it) as the relative path find_files
-    gives, or None when it points outside ``root``."""
-    path = os.path.normpath(given if os.path.isabs(given) else os.path.join(root, given))
-    rel = os.path.relpath(path, root)
-    return None if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
-
-
-def file_problem(root, given, rel, found, exclude=()):
-    """Why a CSV path cell or a split list line does not name one of the audio files found, or None."""
-    if not given:
-        return "the path is empty"
-    if rel is None:
-        return f"{given!r} is outside the audio folder {root}"
-    if rel in found:
-        return None
-    top = rel.split(os.sep)[0]
-    if top in exclude and rel != top:
-        return f"{given!r} is in {top}{os.sep}, which --exclude-folders leaves out"
-    full = os.path.join(root, rel)
-    if os.path.isdir(full):
-        return f"{given!r} is a folder, not an audio file"
-    if os.path.isfile(full):
-        return f"{given!r} is not an audio file of --ext ({extension(rel) or 'no extension'})"
-    return f"no such file: {full}"
-
-
-def labels_from_csv(csv_path, root, files, args):
-    """Read the CSV's rows; every bad row stops the tool, named as CSV:LINE."""
-    try:
-        rows = read_csv_rows(csv_path, read_utf8(csv_path, "label CSV", hint=""))
-    except LabelError as e:
-        cli.fail(str(e))
-    if not rows:
-        cli.fail(f"{csv_path}:1: empty file; expected a header row naming the columns")
-    header_line, header = rows[0]
-    path_col = column_index(csv_path, header_line, header, args.path_column, "--path-column")
-    label_col = column_index(csv_path, header_line, header, args.label_column, "--label-column")
-    fold_col = (column_index(csv_path, header_line, header, args.fold_column, "--fold-column")
-                if args.fold_column else None)
-    found = set(files)
-    labels = Labels(csv_path, why_unlabelled=f"no row of {csv_path} names it")
-    line_of, problems = {}, []
-    for line, row in rows[1:]:
-        why, rel = row_problem(root, row, header, path_col, label_col, fold_col, found, line_of,
-                               args.exclude_folders)
-        if why and args.skip_missing and rel is not None and not os.path.lexists(os.path.join(root, rel)):
-            # AudioSet-style downloads lack some clips: name each, count them, go on
-            print(f"missing, left out (--skip-missing): {csv_path}:{line}: {why}", file=sys.stderr)
-            labels.missing.append(f"{csv_path}:{line}")
-            continue
-        if why:
-            problems.append(f"{csv_path}:{line}: {why}")
-            continue
-        line_of[rel] = line
-        labels.names[rel] = parse_label_list(row[label_col])
-        if fold_col is not None:
-            labels.folds[rel] = row[fold_col].strip()
-    if problems:
-        fail_with_problems(problems, f"rows of {csv_path} cannot be used")
-    if fold_col is not None:
-        check_folds_exist(csv_path, args, set(labels.folds.values()))
-    labels.unlabelled = [rel for rel in files if rel not in labels.names]
-    return labels
-
-
-def row_problem(root, row, header, path_col, label_col, fold_col, found, line_of, exclude=()):
-    """(why the row cannot be used or None, the file's relative path)."""
-    if len(row) != len(header):
-        return f"{len(row)} cells, the header has {len(header)}", None
-    given = row[path_col].strip()
-    rel = relative_to_root(root, given) if given else None
-    why = file_problem(root, given, rel, found, exclude)
-    if why:
-        return why, rel
-    if rel in line_of:
-        return f"{given!r} is already named on line {line_of[rel]}", rel
-    try:
-        parse_label_list(row[label_col])
-    except LabelError as e:
-        return f"column {header[label_col].strip()!r}: {e}", rel
-    if fold_col is not None and not row[fold_col].strip():
-        return f"column {header[fold_col].strip()!r}: the fold is empty", rel
-    return None, rel
-
-
-def check_folds_exist(csv_path, args, folds):
-    """A fold value no row has is a typo ('1' for 'fold1'), not an empty split."""
-    for flag, wanted in (("--valid-folds", args.valid_folds), ("--test-folds", args.test_folds)):
-        absent = [fold for fold in wanted if fold not in folds]
-        if absent:
-            present = ", ".join(repr(f) for f in sorted(folds))
-            cli.fail(f"{flag}: no row of {csv_path} has fold {absent[0]!r} "
-                     f"(the fold values of its rows: {present})")
-
-
-def read_labels(args, root, files):
+def label_source(args):
+    """What --labels names: 'folders' or a LabelCsv with the CSV flags."""
     if args.labels == "folders":
-        return labels_from_folders(root, files)
-    return labels_from_csv(args.labels, root, files, args)
+        return "folders"
+    return LabelCsv(args.labels, args.path_column, args.label_column, args.fold_column, args.valid_folds,
+                    args.test_folds, args.skip_missing)
 
 
-# ---- splits -----------------------------------------------------------------------------------
-@dataclass
-class SplitLists:
-    """What --valid-list and --test-list say: {relative path: 'valid' or 'test'}."""
-    split_of: Dict[str, str] = field(default_factory=dict)
-    lists: Dict[str, str] = field(default_factory=dict)  # split -> list file, for each list given
+def check_inputs(args):
+    """The audio folder (its real path), once every named input is known to exist."""
+    root = checked_root(args.root)
+    if args.labels not in (None, "folders") and not os.path.isfile(args.labels):
+        cli.fail(f"--labels {args.labels}: no such CSV file (or 'folders' for class sub-folders)")
+    for flag, path in (("--valid-list", args.valid_list), ("--test-list", args.test_list)):
+        if path and not os.path.isfile(path):
+            cli.fail(f"{flag} {path}: no such file")
+    check_excluded_folders_exist(root, args.exclude_folders)
+    return root
 
 
-def read_split_lists(args, root, files):
-    """Read --valid-list and --test-list; every bad line stops the tool, named as LIST:LINE."""
-    given = {split: path for split, path in (("valid", args.valid_list), ("test", args.test_list)) if path}
-    lists = SplitLists(lists=given)
-    found, seen, problems, bad_lists = set(files), {}, [], []  # seen: rel -> (list file, line)
-    for split, path in given.items():
-        try:
-            text = read_utf8(path, f"--{split}-list file", hint="")
-        except LabelError as e:
-            cli.fail(str(e))
-        named = 0
-        for line, entry in enumerate(text.split("\n"), start=1):
-            entry = entry.strip()
-            if not entry:
-                continue
-            named += 1
-            rel = relative_to_root(root, entry)
-            why = file_problem(root, entry, rel, found, args.exclude_folders)
-            if why is None and rel in seen:
-                where, first = seen[rel]
-                why = (f"{entry!r} is already named on line {first}" if where == path else
-                       f"{entry!r} is also named in {where}:{first}; a file goes to one split")
-            if why:
-                problems.append(f"{path}:{line}: {why}")
-                bad_lists += [path] if path not in bad_lists else []
-                continue
-            seen[rel] = path, line
-            lists.split_of[rel] = split
-        if not named:
-            problems.append(f"{path}: names no file (every line is blank)")
-            bad_lists += [path] if path not in bad_lists else []
-    if problems:
-        fail_with_problems(problems, f"lines of {' and '.join(bad_lists)} cannot be used")
-    return lists
+def found_files(args, root):
+    """(relative paths of the audio files, other files' extensions, excluded files per folder)."""
+    exts = audio_extensions(args.ext)
+    files, others, excluded = find_files(root, exts, args.exclude_folders)
+    if not files:
+        cli.fail(f"no files with extensions {' '.join(sorted(exts))} under {root}"
+                 + (f" outside the folders of --exclude-folders ({sum(excluded.values())} in them)"
+                    if excluded else "")
+                 + (f" (other files: {describe_extensions(others)}; see --ext)" if others else ""))
+    return files, others, excluded
 
 
-def assign_splits(good, valid_percent, seed, labels=None, valid_folds=(), test_folds=(), listed=None):
-    """The split of each entry of ``good``: by the split lists (``listed``, a SplitLists) or by
-    fold where given, the rest at random (valid with probability ``valid_percent``), always the
-    same for the same input."""
-    if listed is not None:
-        split_of = [listed.split_of.get(rel, "train") for rel, _ in good]
-    elif labels is not None and labels.folds:
-        fold_split = {**{f: "valid" for f in valid_folds}, **{f: "test" for f in test_folds}}
-        split_of = [fold_split.get(labels.folds[rel], "train") for rel, _ in good]
-    else:
-        split_of = ["train"] * len(good)
-    if not valid_folds:
-        at_random = [i for i, split in enumerate(split_of) if split == "train"]
-        rng = np.random.default_rng(seed)
-        for i, is_valid in zip(at_random, rng.random(len(at_random)) < valid_percent):
-            if is_valid:
-                split_of[i] = "valid"
-    return split_of
+def read_label_inputs(args, root, files):
+    """(labels or None, split lists or None), read before decoding: a bad CSV row or list line
+    must not cost a scan of hours."""
+    labels = listed = None
+    if args.labels:
+        labels = read_labels(label_source(args), root, files, args.exclude_folders,
+                             log=lambda note: print(note, file=sys.stderr))
+    if args.valid_list or args.test_list:
+        lists = {split: path for split, path in (("valid", args.valid_list), ("test", args.test_list)) if path}
+        listed = read_split_lists(lists, root, files, args.exclude_folders)
+    return labels, listed
 
 
-def write_splits(dest, root, good, split_of, splits, labels=None):
-    """Write {split}.tsv (and {split}.lbl with labels); returns {split: (files, hours)}."""
-    counts = {}
-    for split in splits:
-        rows = [g for g, s in zip(good, split_of) if s == split]
-        with open(os.path.join(dest, f"{split}.tsv"), "w", encoding="utf-8") as f:
-            f.write(root + "\n")
-            f.writelines(f"{rel}\t{n}\n" for rel, n in rows)
-        if labels is not None:
-            with open(os.path.join(dest, f"{split}.lbl"), "w", encoding="utf-8") as f:
-                f.writelines(",".join(labels.names[rel]) + "\n" for rel, _ in rows)
-        counts[split] = (len(rows), sum(n for _, n in rows) / SAMPLE_RATE / 3600)
-    return counts
+def labelled_files(labels, root, files):
+    """The files with a label; each file without one is named on stderr."""
+    for rel in labels.unlabelled:
+        print(f"no label: {printable(os.path.join(root, rel))}: {labels.why_unlabelled}", file=sys.stderr)
+    kept = [rel for rel in files if rel in labels.names]
+    if not kept:
+        cli.fail(f"none of the {len(files)} audio files under {root} has a label from {labels.source} "
+                 "(each is named above); no manifest written", code=cli.EXIT_NOTHING_DONE)
+    return kept
 
 
-def write_label_set(dest, good, labels):
-    """labels.csv: every label of the written clips, all splits, sorted."""
-    label_set = LabelSet(os.path.join(dest, LABEL_SET_FILE),
-                         sorted({name for rel, _ in good for name in labels.names[rel]}))
-    label_set.write(label_set.path)
-    return label_set
+def measured_files(args, root, files):
+    """(kept (relative path, samples), left out (relative path, why)), each left out one named."""
+    name_problems = [(rel, unwritable_name_reason(rel)) for rel in files]
+    bad = [(rel, why) for rel, why in name_problems if why]
+    writable = [rel for rel, why in name_problems if not why]
+    results = measure_all(root, writable, int(args.min_seconds * SAMPLE_RATE), args.jobs, progress_printer())
+    sys.stderr.write("\n")
+    good = [(rel, n) for rel, n, why in results if why is None]
+    bad += [(rel, why) for rel, _, why in results if why is not None]
+    for rel, why in sorted(bad):
+        print(f"left out: {printable(os.path.join(root, rel))}: {why}", file=sys.stderr)
+    if not good:
+        cli.fail(f"all {len(files)} audio files under {root} were left out (each is named above); "
+                 "no manifest written", code=cli.EXIT_NOTHING_DONE)
+    return good, bad
+
+
+def make(args):
+    root = check_inputs(args)
+    cli.make_folder(args.dest)  # now, not after a scan that can take hours
+    files, others, excluded = found_files(args, root)
+    labels, listed = read_label_inputs(args, root, files)
+    good, bad = measured_files(args, root, labelled_files(labels, root, files) if labels else files)
+    splits = ("train", "valid", "test") if args.test_folds or args.test_list else ("train", "valid")
+    split_of = assign_splits(good, fixed_splits(labels, listed, args.valid_folds, args.test_folds),
+                             args.valid_percent, args.seed, draw_valid=not args.valid_folds)
+    counts = write_splits(args.dest, root, good, split_of, splits, labels.names if labels else None)
+    written = {f"{split}.tsv" for split in splits}
+    summary = None
+    if labels:
+        summary = summarize_labels(labels, write_label_set(args.dest, good, labels), good, split_of, splits)
+        written |= {f"{split}.lbl" for split in splits} | {LABEL_SET_FILE}
+    for path in stale_outputs(args.dest, written):
+        print(f"{PREFIX} note: {path} is from an earlier run and does not belong to these manifests; "
+              "delete it", file=sys.stderr)
+    report(root, len(files), counts, bad, others, summary, excluded if args.exclude_folders else None, listed)
+    return cli.EXIT_OK
 
 
 def describe_extensions(counts):
@@ -552,23 +333,6 @@ def report(root, found, counts, bad, others, labelled=None, excluded=None, liste
               f"(extensions: {describe_extensions(others)}); --ext chooses what is read")
 
 
-@dataclass
-class LabelSummary:
-    labels: Labels
-    label_set: LabelSet
-    per_split: Dict[str, set]  # split -> the labels its clips have
-    by_fold: bool
-    lost: List[str]  # labels whose every file was left out
-
-
-def summarize_labels(labels, label_set, good, split_of, splits):
-    per_split = {split: set() for split in splits}
-    for (rel, _), split in zip(good, split_of):
-        per_split[split].update(labels.names[rel])
-    named = {name for names in labels.names.values() for name in names}
-    return LabelSummary(labels, label_set, per_split, bool(labels.folds), sorted(named - set(label_set.names)))
-
-
 def report_labels(s):
     print(f"{PREFIX} {LABEL_SET_FILE}: {len(s.label_set)} labels (from {s.labels.source})")
     if s.labels.missing:
@@ -590,83 +354,15 @@ def shortlist(names, limit=10):
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def warn_about_stale_outputs(dest, written):
-    """Files this tool writes, left in ``dest`` by an earlier run: a train.lbl that does not
-    belong to the new train.tsv would pair labels with the wrong clips."""
-    ours = [f"{split}.{kind}" for split in ("train", "valid", "test") for kind in ("tsv", "lbl")]
-    for name in ours + [LABEL_SET_FILE]:
-        if name not in written and os.path.exists(os.path.join(dest, name)):
-            print(f"{PREFIX} note: {os.path.join(dest, name)} is from an earlier run and does not "
-                  "belong to these manifests; delete it", file=sys.stderr)
-
-
-def checked_root(given):
-    root = os.path.realpath(given)
-    if not os.path.isdir(root):
-        cli.fail(f"{given} is not a folder")
-    why = unwritable_root_reason(root)
-    if why:
-        cli.fail(f"the folder {root!r} cannot be a manifest's first line: {why}; "
-                 "move or link the audio to a plain path")
-    return root
-
-
 def main(argv=None):
     args = parse_args(argv)
-    root = checked_root(args.root)
-    exts = {"." + e.strip().lower().lstrip(".") for e in args.ext.split(",") if e.strip()}
-    if args.labels not in (None, "folders") and not os.path.isfile(args.labels):
-        cli.fail(f"--labels {args.labels}: no such CSV file (or 'folders' for class sub-folders)")
-    for flag, path in (("--valid-list", args.valid_list), ("--test-list", args.test_list)):
-        if path and not os.path.isfile(path):
-            cli.fail(f"{flag} {path}: no such file")
-    check_excluded_folders_exist(root, args.exclude_folders)
-    cli.make_folder(args.dest)  # now, not after a scan that can take hours
-    files, others, excluded = find_files(root, exts, args.exclude_folders)
-    if not files:
-        cli.fail(f"no files with extensions {' '.join(sorted(exts))} under {root}"
-                 + (f" outside the folders of --exclude-folders ({sum(excluded.values())} in them)"
-                    if excluded else "")
-                 + (f" (other files: {describe_extensions(others)}; see --ext)" if others else ""))
-    found = len(files)
-
-    labels = listed = None
-    if args.labels:  # before decoding: a bad CSV row must not cost a scan of hours
-        labels = read_labels(args, root, files)
-    if args.valid_list or args.test_list:  # the same: a bad list line stops the tool now
-        listed = read_split_lists(args, root, files)
-    if labels:
-        for rel in labels.unlabelled:
-            print(f"no label: {printable(os.path.join(root, rel))}: {labels.why_unlabelled}", file=sys.stderr)
-        files = [rel for rel in files if rel in labels.names]
-        if not files:
-            cli.fail(f"none of the {found} audio files under {root} has a label from {labels.source} "
-                     "(each is named above); no manifest written", code=cli.EXIT_NOTHING_DONE)
-
-    name_problems = [(rel, unwritable_name_reason(rel)) for rel in files]
-    bad = [(rel, why) for rel, why in name_problems if why]
-    writable = [rel for rel, why in name_problems if not why]
-    results = measure_all(root, writable, int(args.min_seconds * SAMPLE_RATE), args.jobs)
-    good = [(rel, n) for rel, n, why in results if why is None]
-    bad += [(rel, why) for rel, _, why in results if why is not None]
-    for rel, why in sorted(bad):
-        print(f"left out: {printable(os.path.join(root, rel))}: {why}", file=sys.stderr)
-    if not good:
-        cli.fail(f"all {len(files)} audio files under {root} were left out (each is named above); "
-                 "no manifest written", code=cli.EXIT_NOTHING_DONE)
-
-    splits = ("train", "valid", "test") if args.test_folds or args.test_list else ("train", "valid")
-    split_of = assign_splits(good, args.valid_percent, args.seed, labels, args.valid_folds, args.test_folds,
-                             listed)
-    counts = write_splits(args.dest, root, good, split_of, splits, labels)
-    written = {f"{split}.tsv" for split in splits}
-    summary = None
-    if labels:
-        summary = summarize_labels(labels, write_label_set(args.dest, good, labels), good, split_of, splits)
-        written |= {f"{split}.lbl" for split in splits} | {LABEL_SET_FILE}
-    warn_about_stale_outputs(args.dest, written)
-    report(root, found, counts, bad, others, summary, excluded if args.exclude_folders else None, listed)
-    return cli.EXIT_OK
+    try:
+        return make(args)
+    except InputProblems as e:
+        print("\n".join(e.shown()), file=sys.stderr)
+        cli.fail(str(e))
+    except (LabelError, ManifestError) as e:
+        cli.fail(str(e))
 
 
 if __name__ == "__main__":
