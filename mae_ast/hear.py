@@ -7,8 +7,8 @@
 
 ``audio`` is a (n_sounds, n_samples) float tensor at 16 kHz in [-1, 1], on any device; the work
 runs where the model is (``model.to("cuda")``) and the results come back on the audio's device.
-Reads our checkpoints (patch and frame models) and the original release's, strictly; needs
-neither fairseq nor s3prl.
+Reads our checkpoints (patch and frame models) and the original release's, strictly, and hub
+folders (``tools/export_checkpoint.py --format hub``, no pickle); needs neither fairseq nor s3prl.
 
 What the embeddings are
 -----------------------
@@ -134,7 +134,8 @@ def load_model(model_file_path: str = "", *, layers: LayerSpec = "last", combine
     """Load an MAE-AST checkpoint (ours or the original release's) for the HEAR API.
 
     Args:
-        model_file_path: the checkpoint (a fairseq training checkpoint or an exported one).
+        model_file_path: the checkpoint (a fairseq training checkpoint or an exported one),
+            or a hub folder (``tools/export_checkpoint.py --format hub``; read without pickle).
         layers: ``"last"`` (default: the encoder output), ``"all"``, a layer number, or a list
             of them (1-based; negative counts from the end).
         combine: ``"mean"`` (default) or ``"concat"``, for several layers.

@@ -1,6 +1,7 @@
 """s3prl upstream for MAE-AST: an adapter over ``mae_ast.core.extractor.extract``; no fairseq.
 
-Reads our checkpoints and the original release's, strictly. ``forward(wavs)`` takes a list of
+Reads our checkpoints and the original release's, strictly, and hub folders
+(``tools/export_checkpoint.py --format hub``: config.json + model.safetensors, no pickle). ``forward(wavs)`` takes a list of
 1-D 16 kHz waveforms and returns
 
 * ``hidden_states``: the output of encoder layers 1..N (as s3prl's stock ``mae_ast`` upstream;

@@ -13,17 +13,19 @@ __all__ = ["mae_ast", "mae_ast_local"]
 
 
 def mae_ast_local(ckpt, *args, **kwargs):
-    """MAE-AST from a local checkpoint (ours or the original release's layout).
-        ckpt (str): PATH
+    """MAE-AST from a local checkpoint (ours or the original release's layout) or a hub folder
+    (``tools/export_checkpoint.py CKPT DIR --format hub``: read without pickle).
+        ckpt (str): PATH of a file or folder
     """
-    if not (isinstance(ckpt, str) and os.path.isfile(ckpt)):
-        raise FileNotFoundError(f"mae_ast: checkpoint {ckpt!r} is not a file (pass it with -k)")
+    if not (isinstance(ckpt, str) and (os.path.isfile(ckpt) or os.path.isdir(ckpt))):
+        raise FileNotFoundError(f"mae_ast: checkpoint {ckpt!r} is neither a file nor a hub folder (pass it with -k)")
     return _UpstreamExpert(ckpt, *args, **kwargs)
 
 
 def mae_ast(ckpt, *args, refresh=False, **kwargs):
-    """MAE-AST from a local checkpoint path or an http(s) URL (downloaded and cached by s3prl).
-        ckpt (str): PATH or URL
+    """MAE-AST from a local checkpoint path, a hub folder, or an http(s) URL of a checkpoint
+    file (downloaded and cached by s3prl).
+        ckpt (str): PATH, FOLDER or URL
     """
     if isinstance(ckpt, str) and ckpt.startswith(("http://", "https://")):
         from s3prl.util.download import _urls_to_filepaths

@@ -26,7 +26,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, epilog=cli.EXIT_CODES_HELP + (
         "  (1 here: none of the audio files could be read)\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a fine-tuned checkpoint (checkpoint_best.pt of a mae_ast_finetune run)")
+    p.add_argument("checkpoint", help="a fine-tuned checkpoint (checkpoint_best.pt of a mae_ast_finetune run) or its hub folder")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--top-k", type=int, default=5, help="labels to print per file (default 5)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")

@@ -30,7 +30,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, epilog=cli.EXIT_CODES_HELP + (
         "  (1 here: no clip of the split could be read)\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a fine-tuned checkpoint (checkpoint_best.pt of a mae_ast_finetune run)")
+    p.add_argument("checkpoint", help="a fine-tuned checkpoint (checkpoint_best.pt of a mae_ast_finetune run) or its hub folder")
     p.add_argument("data", help="folder with {split}.tsv, {split}.lbl and labels.csv")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--out", help="folder for predictions and figures (default eval_<split>)")

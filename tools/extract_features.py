@@ -37,7 +37,7 @@ from mae_ast.core.features import SAMPLE_RATE
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, epilog=EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="checkpoint_last.pt (or an exported one)")
+    p.add_argument("checkpoint", help="checkpoint_last.pt, an exported one, or a hub folder")
     p.add_argument("audio_dir", help="folder searched recursively for audio")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--layer", type=int, default=-1, help="encoder layer, 1..N, or -1 for the last (default)")

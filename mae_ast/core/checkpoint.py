@@ -22,7 +22,13 @@ class CheckpointError(ValueError):
 def load(path: str) -> dict:
     """Load a checkpoint with ``weights_only=True`` (torch's safe loader), our training
     checkpoints included (they hold only tensors and plain values: the criterion logs
-    floats, never objects). Raises CheckpointError naming the file when it is not one."""
+    floats, never objects); or a hub folder (``mae_ast.core.hub``: JSON and safetensors, no
+    pickle at all), as the same ``cfg`` and ``model``. Raises CheckpointError naming the file
+    or folder when it is not one."""
+    if os.path.isdir(path):
+        from .hub import read_folder  # here: hub builds models with this module
+
+        return read_folder(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -45,8 +51,11 @@ def model_config(cfg_model: dict) -> MAEASTConfig:
     return MAEASTConfig(**{k: v for k, v in dict(cfg_model).items() if k in names})
 
 
-def check_compatible(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
-    """Raise CheckpointError describing what differs between ``state_dict`` and ``model``."""
+def check_compatible(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
+                     source: str = "checkpoint", target: str = "model") -> None:
+    """Raise CheckpointError describing what differs between ``state_dict`` and ``model``;
+    ``source`` and ``target`` name the two in the message (a hub folder's weights file and
+    its config, say)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -58,17 +67,17 @@ def check_compatible(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor]
     patch = _patch_dim(state_dict)
     if patch is not None and patch != _patch_dim(own):
         kt, kc = getattr(model, "kernel", ("?", "?"))
-        lines.append(f"the checkpoint was trained on patches of {patch} values, this model uses "
+        lines.append(f"the {source} was trained on patches of {patch} values, the {target} uses "
                      f"{kt}x{kc} = {_patch_dim(own)} (patch vs frame model? check model.ast_kernel_size_*)")
     layers_ckpt, layers_model = _layers(state_dict, "encoder"), _layers(own, "encoder")
     if layers_ckpt != layers_model:
-        lines.append(f"encoder layers: checkpoint {layers_ckpt}, model {layers_model}")
-    lines += [f"shape of {k}: checkpoint {a}, model {b}" for k, a, b in shapes[:6]]
+        lines.append(f"encoder layers: {source} {layers_ckpt}, {target} {layers_model}")
+    lines += [f"shape of {k}: {source} {a}, {target} {b}" for k, a, b in shapes[:6]]
     if missing:
-        lines.append(f"missing in checkpoint: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        lines.append(f"missing in {source}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
     if unexpected:
-        lines.append(f"not in model: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-    raise CheckpointError("checkpoint does not match the model:\n  - " + "\n  - ".join(lines))
+        lines.append(f"not in {target}: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    raise CheckpointError(f"{source} does not match the {target}:\n  - " + "\n  - ".join(lines))
 
 
 # settings that change what the weights mean without changing their shapes: a 16x16 patch
@@ -116,9 +125,29 @@ def save(path: str, model: torch.nn.Module, state_dict: Optional[Dict[str, torch
 
 def export(state: dict) -> dict:
     """What s3prl's stock upstream needs and nothing else: ``cfg`` (plain dicts) and
-    ``model`` (tensors). Optimizer state and logging meters are dropped."""
-    return {"cfg": {"model": dict(state["cfg"]["model"]), "task": dict(state["cfg"]["task"])},
-            "model": {k: v for k, v in state["model"].items()}}
+    ``model`` (tensors); for a classifier also ``cfg.criterion`` (its loss says whether its
+    scores are sigmoids). Optimizer state and logging meters are dropped."""
+    cfg = {"model": dict(state["cfg"]["model"]), "task": dict(state["cfg"]["task"])}
+    if dict(state["cfg"]["model"]).get("_name") == CLASSIFIER_NAME and state["cfg"].get("criterion"):
+        cfg["criterion"] = {"loss": dict(state["cfg"]["criterion"]).get("loss", "ce")}
+    return {"cfg": cfg, "model": {k: v for k, v in state["model"].items()}}
+
+
+def build_model(cfg: dict, device=None) -> torch.nn.Module:
+    """The model a checkpoint's ``cfg`` describes, freshly initialised, layerdrop off: an
+    MAEAST, or an MAEASTClassifier for a fine-tuned one. ``device="meta"`` builds only the
+    shapes (what checking a checkpoint's weights against its config needs)."""
+    from .classifier import MAEASTClassifier  # here: classifier and model import the extractor
+    from .model import MAEAST
+
+    cfg_model, cfg_task = dict(cfg["model"]), dict(cfg["task"])
+    encoder_cfg = model_config(cfg_model)
+    encoder_cfg.encoder_layerdrop = 0.0
+    feature_dim = int(cfg_task.get("feature_dim", 128))
+    with torch.device(device or "cpu"):
+        if cfg_model.get("_name") == CLASSIFIER_NAME:
+            return MAEASTClassifier(encoder_cfg, int(cfg_model["num_classes"]), feature_dim)
+        return MAEAST(encoder_cfg, feature_dim=feature_dim, mask_type=cfg_task.get("mask_type", "random_mask"))
 
 
 
@@ -130,18 +159,16 @@ def load_model(path: str, decoder: bool = True, sample_rate: Optional[int] = Non
     ``sample_rate``, a checkpoint trained at another rate is refused. The model is returned in
     training mode, as ``nn.Module``s are built; call ``.eval()`` for inference.
     """
-    from .model import MAEAST  # here, not at the top: model imports nothing from this module
-
     state = load(path)
     cfg_model, cfg_task = dict(state["cfg"]["model"]), dict(state["cfg"]["task"])
     if cfg_task.get("feature_type", "fbank") == "wav":
         raise CheckpointError(f"{path}: task.feature_type=wav is not an MAE-AST model")
     if sample_rate is not None and int(cfg_task.get("sample_rate", sample_rate)) != sample_rate:
         raise CheckpointError(f"{path}: task.sample_rate is not {sample_rate}")
-    cfg = model_config(cfg_model)
-    cfg.encoder_layerdrop = 0.0
-    model = MAEAST(cfg, feature_dim=int(cfg_task.get("feature_dim", 128)),
-                   mask_type=cfg_task.get("mask_type", "random_mask"))
+    if cfg_model.get("_name") == CLASSIFIER_NAME:
+        raise CheckpointError(f"{path}: a fine-tuned classifier, not a pre-training checkpoint "
+                              f"(its predictions: tools/classify.py, tools/evaluate.py)")
+    model = build_model({"model": cfg_model, "task": cfg_task})
     check_compatible(model, state["model"])
     model.load_state_dict(state["model"], strict=True)
     if not decoder:
@@ -189,18 +216,14 @@ class ClassifierInfo:
 
 def load_classifier(path: str):
     """(MAEASTClassifier with a fine-tuned checkpoint's weights, in eval mode; ClassifierInfo)."""
-    from .classifier import MAEASTClassifier  # here: classifier imports the extractor and model
-
     state = load(path)
     cfg = state["cfg"]
     cfg_model, cfg_task = dict(cfg["model"]), dict(cfg["task"])
     if cfg_model.get("_name") != CLASSIFIER_NAME:
         raise CheckpointError(f"{path}: a pre-training checkpoint, not a classifier; fine-tune it first "
                               f"(fairseq-hydra-train --config-name mae_ast_finetune ..., docs/finetuning.md)")
-    encoder_cfg = model_config(cfg_model)
-    encoder_cfg.encoder_layerdrop = 0.0
     names = list(cfg_model.get("label_names") or [])
-    model = MAEASTClassifier(encoder_cfg, int(cfg_model["num_classes"]), int(cfg_task.get("feature_dim", 128)))
+    model = build_model(cfg)
     check_compatible(model, state["model"])
     model.load_state_dict(state["model"], strict=True)
     loss = dict(cfg.get("criterion") or {}).get("loss", "ce")

@@ -80,6 +80,17 @@ class MAEAST(nn.Module):
         self.final_proj_reconstruction = nn.Linear(dec_dim, patch_dim)
         self.final_proj_classification = nn.Linear(dec_dim, patch_dim)
 
+    @classmethod
+    def from_pretrained(cls, path: str, decoder: bool = True) -> "MAEAST":
+        """The model of a hub folder (``tools/export_checkpoint.py CKPT DIR --format hub``; no
+        pickle) or of a checkpoint file, in eval mode; ``decoder=False`` keeps the encoder
+        side only. ``model.cfg_task`` holds its task config (sample rate, features, masking)."""
+        from .checkpoint import load_model  # here: checkpoint builds models of this class
+
+        model, cfg_task = load_model(path, decoder=decoder)
+        model.cfg_task = cfg_task
+        return model.eval()
+
     def _transformer(self, layers, dim, layerdrop):
         c = self.cfg
         return TransformerEncoder(
