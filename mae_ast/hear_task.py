@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from mae_ast.labels import InputProblems, LabelError, read_csv_rows, read_utf8
+from mae_ast.labels import InputProblems, LabelError, read_label_csv
 
 Log = Callable[[str], None]
 
@@ -193,11 +193,9 @@ def read_label_rows(csv_path: str):
     """(columns, [(line, cells)]) of the label CSV; the header is 'file,label' or
     'file,label,start,end'."""
     try:
-        rows = read_csv_rows(csv_path, read_utf8(csv_path, "label CSV", hint=""))
+        rows = read_label_csv(csv_path, "the header 'file,label' or 'file,label,start,end'")
     except LabelError as e:
         raise TaskError(str(e)) from None
-    if not rows:
-        raise TaskError(f"{csv_path}:1: empty file; expected the header 'file,label' or 'file,label,start,end'")
     line, header = rows[0]
     columns = [cell.strip().lower() for cell in header]
     if columns not in (["file", "label"], ["file", "label", "start", "end"]):

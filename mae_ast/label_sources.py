@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from mae_ast.labels import (LABEL_SET_FILE, InputProblems, LabelError, LabelSet, label_name_problem,
-                            parse_label_list, read_csv_rows, read_utf8)
+                            parse_label_list, read_label_csv, read_utf8)
 from mae_ast.manifest import extension, printable
 
 NO_MANIFEST = "no manifest written"
@@ -126,20 +126,12 @@ def csv_layout(spec: LabelCsv, line: int, header: List[str]) -> CsvLayout:
                      fold)
 
 
-def read_csv_file(csv_path: str) -> List[Tuple[int, List[str]]]:
-    """The CSV's rows with their line numbers; the first is the header."""
-    rows = read_csv_rows(csv_path, read_utf8(csv_path, "label CSV", hint=""))
-    if not rows:
-        raise LabelError(f"{csv_path}:1: empty file; expected a header row naming the columns")
-    return rows
-
-
 def labels_from_csv(spec: LabelCsv, root: str, files: Sequence[str], exclude: Sequence[str] = (),
                     log: Callable[[str], None] = ignore) -> Labels:
     """Read the CSV's rows; every bad row is named as CSV:LINE (InputProblems). With
     ``spec.skip_missing`` a row naming a file that does not exist is left out instead, each
     one told to ``log``."""
-    rows = read_csv_file(spec.path)
+    rows = read_label_csv(spec.path, "a header row naming the columns")
     header_line, header = rows[0]
     layout = csv_layout(spec, header_line, header)
     found = set(files)

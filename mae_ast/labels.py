@@ -177,6 +177,16 @@ def read_csv_rows(path: str, text: str):
     return rows
 
 
+def read_label_csv(path: str, expected: str):
+    """[(line, cells)] of a label CSV file, the header first; a LabelError names the file (and
+    line) when it is missing, not UTF-8, does not parse or is empty (``expected``: what its
+    header should be, for the message)."""
+    rows = read_csv_rows(path, read_utf8(path, "label CSV", hint=""))
+    if not rows:
+        raise LabelError(f"{path}:1: empty file; expected {expected}")
+    return rows
+
+
 def _entry_line_numbers(manifest_path: str) -> List[int]:
     """Line numbers of the .tsv's lines after the root line, up to its last non-blank one (the
     lines a .lbl pairs with; Manifest.load also ignores blank lines at the end)."""

@@ -389,3 +389,57 @@ def test_check_names_what_heareval_would_refuse(class_folders, tmp_path):
         check(str(out))
     proc = tool("--check", out, check=False)
     assert proc.returncode == 2 and f"valid/{first}" in proc.stderr
+
+
+# ---- mae_ast.hear_task, called directly ---------------------------------------------------------
+def test_parse_row_and_clips_from_csv_direct(recordings, tmp_path):
+    from mae_ast.hear_task import Event, TaskError, clips_from_csv, parse_row
+    from mae_ast.labels import InputProblems
+
+    root = str(recordings)
+    path, label, event = parse_row([" rec0.wav ", " beep ", "0.25", "1"], ["file", "label", "start", "end"], root)
+    assert (path, label, event) == (str(recordings / "rec0.wav"), "beep", Event("beep", 0.25, 1.0))
+    assert parse_row(["rec0.wav", "beep"], ["file", "label"], root)[2] is None
+    with pytest.raises(TaskError, match="the file is empty"):
+        parse_row([" ", "beep"], ["file", "label"], root)
+    with pytest.raises(TaskError, match=r"no such file: .* \(a folder\)"):
+        parse_row([str(tmp_path), "beep"], ["file", "label"], root)
+    csv_path = write_csv(tmp_path / "s.csv", f"file,label\n{recordings}/rec0.wav,beep\n{recordings}/rec0.wav,noise\n"
+                                             f"{recordings}/rec1.wav,beep\n")
+    clips = clips_from_csv(str(csv_path), None)
+    assert [(c.name, c.labels, c.where) for c in clips] == [("rec0", ["beep", "noise"], f"{csv_path}:2"),
+                                                            ("rec1", ["beep"], f"{csv_path}:4")]
+    bad = write_csv(tmp_path / "b.csv", "".join(["file,label\n"] + [f"gone{i}.wav,x\n" for i in range(3)]))
+    with pytest.raises(InputProblems) as err:
+        clips_from_csv(str(bad), root)
+    assert str(err.value) == f"3 bad rows in {bad} (each is named above); nothing written"
+    assert [p.split(": ")[0] for p in err.value.problems] == [f"{bad}:{line}" for line in (2, 3, 4)]
+
+
+def test_small_pieces():
+    from mae_ast.hear_task import label_problem, scene_counts, unique_names, vocabulary_problem
+
+    assert unique_names(["a/b.wav", "a/b.flac", "a__b.wav", ".hidden.wav", "x"]) == \
+        ["a__b", "a__b_2", "a__b_3", "hidden", "x"]
+    assert scene_counts(10, [5, 3, 2]) == [5, 3, 2] and scene_counts(3, [100, 1, 1]) == [1, 1, 1]
+    assert scene_counts(7, [1, 1, 1]) == [3, 2, 2] and sum(scene_counts(11, [7, 3, 9])) == 11
+    assert label_problem("dog") is None and label_problem("") == "the label is empty"
+    assert "white space" in label_problem(" dog") and "line break" in label_problem("a\rb")
+    assert vocabulary_problem(["1", "2", "10"]) is None and vocabulary_problem(["dog", "01"]) is None
+    assert "'01' would come back as '1'" in vocabulary_problem(["01", "2"])
+    assert "'2' would come back as '2.0'" in vocabulary_problem(["2", "2.5"])
+
+
+def test_build_direct_with_options_and_log(class_folders, tmp_path):
+    from mae_ast.hear_task import TaskOptions, build, check_task
+
+    notes = []
+    built = build(TaskOptions(out=str(tmp_path / "t"), name="t", audio=str(class_folders), folds=3,
+                              duration=0.5, seed=3), notes.append)
+    assert built.folder == str(tmp_path / "t.partial") and built.duration == 0.5
+    meta = check_task(built.folder)
+    assert meta["splits"] == ["fold00", "fold01", "fold02"] and meta["nfolds"] == 3 and meta["task_name"] == "t"
+    assert meta["sample_duration"] == 0.5 and meta["seed"] == 3 and meta["split_mode"] == "new_split_kfold"
+    assert built.clips == sum(len(json.loads((tmp_path / "t.partial" / f"{s}.json").read_text()))
+                              for s in meta["splits"])
+    assert any("directly in" in note for note in notes)  # the loose file the fixture puts in the root

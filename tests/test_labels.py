@@ -752,3 +752,188 @@ def test_parse_label_list():
     for bad in ("", "  ", "a,", ",a", "a,,b", "a,a"):
         with pytest.raises(LabelError):
             parse_label_list(bad)
+
+
+# ---- mae_ast.label_sources and the shared input checks, called directly ------------------------
+def test_input_problems_show_twenty_then_how_many_more():
+    from mae_ast.labels import InputProblems
+
+    many = InputProblems([f"f.csv:{i}: bad" for i in range(25)], "rows of f.csv cannot be used", "no manifest written")
+    assert str(many) == "25 rows of f.csv cannot be used (each is named above); no manifest written"
+    assert many.shown() == [f"f.csv:{i}: bad" for i in range(20)] + ["... and 5 more"]
+    few = InputProblems(["a", "b"], "bad rows", "nothing written")
+    assert few.shown() == ["a", "b"] and str(few) == "2 bad rows (each is named above); nothing written"
+    assert InputProblems(["x"] * 20, "w", "c").shown() == ["x"] * 20  # exactly the limit: no "more" line
+
+
+def test_read_label_csv_names_an_empty_file(tmp_path):
+    from mae_ast.labels import read_label_csv
+
+    (tmp_path / "e.csv").write_text("\n\n")
+    with pytest.raises(LabelError, match=re.escape(f"{tmp_path / 'e.csv'}:1: empty file; expected a header")):
+        read_label_csv(str(tmp_path / "e.csv"), "a header")
+    (tmp_path / "ok.csv").write_text("file,label\n\na.wav,dog\n")
+    assert read_label_csv(str(tmp_path / "ok.csv"), "x") == [(1, ["file", "label"]), (3, ["a.wav", "dog"])]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """An audio root of empty files (label sources never decode): dog/, cat/, noise/, a loose file."""
+    root = tmp_path / "root"
+    for rel in ("dog/a.wav", "dog/sub/b.flac", "cat/c.wav", "noise/n.wav", "loose.wav", "dog/notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    files = [os.path.join(*rel.split("/")) for rel in ("cat/c.wav", "dog/a.wav", "dog/sub/b.flac", "loose.wav")]
+    return str(root), files
+
+
+def test_relative_to_root_and_file_problem(tree):
+    from mae_ast.label_sources import file_problem, relative_to_root
+
+    root, files = tree
+    assert relative_to_root(root, "dog/./a.wav") == os.path.join("dog", "a.wav")
+    assert relative_to_root(root, os.path.join(root, "cat", "c.wav")) == os.path.join("cat", "c.wav")
+    assert relative_to_root(root, "../x.wav") is None and relative_to_root(root, "..") is None
+    assert relative_to_root(root, "..x.wav") == "..x.wav"  # a name starting with dots is inside
+    found = set(files)
+
+    def problem(given, exclude=()):
+        return file_problem(root, given, relative_to_root(root, given) if given else None, found, exclude)
+
+    assert problem("dog/a.wav") is None
+    assert problem("") == "the path is empty"
+    assert problem("../x.wav") == f"'../x.wav' is outside the audio folder {root}"
+    assert problem("noise/n.wav", ("noise",)) == "'noise/n.wav' is in noise/, which --exclude-folders leaves out"
+    assert problem("noise", ("noise",)) == "'noise' is a folder, not an audio file"
+    assert problem("dog/notes.txt") == "'dog/notes.txt' is not an audio file of --ext (.txt)"
+    assert problem("dog/gone.wav") == f"no such file: {os.path.join(root, 'dog', 'gone.wav')}"
+
+
+def test_labels_from_folders_direct(tree):
+    from mae_ast.label_sources import labels_from_folders, read_labels
+
+    root, files = tree
+    labels = read_labels("folders", root, files)
+    assert labels.names == {os.path.join("cat", "c.wav"): ["cat"], os.path.join("dog", "a.wav"): ["dog"],
+                            os.path.join("dog", "sub", "b.flac"): ["dog"]}
+    assert labels.unlabelled == ["loose.wav"] and labels.why_unlabelled == "not in a class folder"
+    assert labels.source == "class folders" and labels.folds == {} and labels.missing == []
+    from mae_ast.labels import InputProblems
+    with pytest.raises(InputProblems) as err:
+        labels_from_folders(root, ["a,b/x.wav", "a,b/y.wav", " ok/z.wav", "c\nd/w.wav"])
+    assert str(err.value).startswith("2 class folders cannot be labels")  # one problem a folder, not a file
+    assert [p.split(": class folder cannot be a label: ")[0] for p in err.value.problems] == \
+        [os.path.join(root, "a,b"), repr(os.path.join(root, "c\nd"))]  # sorted, unprintable names as repr
+
+
+def csv_spec(path, **kw):
+    from mae_ast.label_sources import LabelCsv
+
+    return LabelCsv(str(path), "file", "label", **kw)
+
+
+def test_labels_from_csv_direct(tree, tmp_path):
+    from mae_ast.label_sources import labels_from_csv
+
+    root, files = tree
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text("file,label,fold\ndog/a.wav,\"dog, pet\",1\ncat/c.wav,cat, 2 \n")
+    labels = labels_from_csv(csv_spec(csv_path, fold_column="fold", test_folds=["2"]), root, files)
+    assert labels.names == {os.path.join("dog", "a.wav"): ["dog", "pet"], os.path.join("cat", "c.wav"): ["cat"]}
+    assert labels.folds == {os.path.join("dog", "a.wav"): "1", os.path.join("cat", "c.wav"): "2"}
+    assert labels.unlabelled == [os.path.join("dog", "sub", "b.flac"), "loose.wav"]
+    assert labels.why_unlabelled == f"no row of {csv_path} names it"
+    with pytest.raises(LabelError, match=re.escape("--test-folds: no row of") + ".*has fold '3' "
+                       + re.escape("(the fold values of its rows: '1', '2')")):
+        labels_from_csv(csv_spec(csv_path, fold_column="fold", test_folds=["3"]), root, files)
+    with pytest.raises(LabelError, match="no column named 'Fold' .--fold-column.; the header's columns are "
+                                         "'file', 'label', 'fold'"):
+        labels_from_csv(csv_spec(csv_path, fold_column="Fold"), root, files)
+    csv_path.write_text("file,label,label\na.wav,x,y\n")
+    with pytest.raises(LabelError, match="2 columns named 'label'"):
+        labels_from_csv(csv_spec(csv_path), root, files)
+
+
+def test_labels_from_csv_skip_missing_tells_the_log(tree, tmp_path):
+    from mae_ast.label_sources import labels_from_csv
+    from mae_ast.labels import InputProblems
+
+    root, files = tree
+    csv_path = tmp_path / "l.csv"
+    csv_path.write_text("file,label\ndog/a.wav,dog\ngone.wav,x\ncat/c.wav,cat\ndog/a.wav,dog\n")
+    notes = []
+    with pytest.raises(InputProblems) as err:
+        labels_from_csv(csv_spec(csv_path, skip_missing=True), root, files, log=notes.append)
+    assert notes == [f"missing, left out (--skip-missing): {csv_path}:3: no such file: {os.path.join(root, 'gone.wav')}"]
+    assert err.value.problems == [f"{csv_path}:5: 'dog/a.wav' is already named on line 2"]
+    csv_path.write_text("file,label\ndog/a.wav,dog\ngone.wav,x\n")
+    labels = labels_from_csv(csv_spec(csv_path, skip_missing=True), root, files)
+    assert labels.missing == [f"{csv_path}:3"] and list(labels.names) == [os.path.join("dog", "a.wav")]
+    with pytest.raises(InputProblems):  # without the flag the missing file is a bad row
+        labels_from_csv(csv_spec(csv_path), root, files)
+
+
+@pytest.mark.parametrize("row,why", [
+    (["dog/a.wav", "dog"], "2 cells, the header has 3"),
+    (["dog/a.wav", "", "1"], "column 'label': no label (the line or cell is empty)"),
+    (["dog/a.wav", "dog", " "], "column 'fold': the fold is empty"),
+    (["", "dog", "1"], "the path is empty"),
+    (["dog/a.wav", "dog", "1"], None),
+])
+def test_row_problem(tree, row, why):
+    from mae_ast.label_sources import CsvLayout, row_problem
+
+    root, files = tree
+    layout = CsvLayout(["file", "label", "fold"], 0, 1, 2)
+    assert row_problem(root, row, layout, set(files), {})[0] == why
+    assert row_problem(root, ["dog/a.wav", "dog", "1"], layout, set(files), {os.path.join("dog", "a.wav"): 7}) == \
+        ("'dog/a.wav' is already named on line 7", os.path.join("dog", "a.wav"))
+    no_fold = CsvLayout(["file", "label", "fold"], 0, 1, None)
+    assert row_problem(root, ["dog/a.wav", "dog", ""], no_fold, set(files), {})[0] is None
+
+
+def test_read_split_lists_direct(tree, tmp_path):
+    from mae_ast.label_sources import fixed_splits, read_split_lists
+    from mae_ast.labels import InputProblems
+
+    root, files = tree
+    (tmp_path / "v.txt").write_text("dog/a.wav\n\n  cat/c.wav  \n")
+    (tmp_path / "t.txt").write_text("loose.wav\n")
+    lists = {"valid": str(tmp_path / "v.txt"), "test": str(tmp_path / "t.txt")}
+    listed = read_split_lists(lists, root, files)
+    assert listed.split_of == {os.path.join("dog", "a.wav"): "valid", os.path.join("cat", "c.wav"): "valid",
+                               "loose.wav": "test"}
+    assert listed.lists == lists and fixed_splits(listed=listed) == listed.split_of
+    (tmp_path / "t.txt").write_text("dog/a.wav\n\n")
+    (tmp_path / "v.txt").write_text("\n \n")
+    with pytest.raises(InputProblems) as err:
+        read_split_lists(lists, root, files)
+    assert err.value.problems == [f"{tmp_path / 'v.txt'}: names no file (every line is blank)"]
+    (tmp_path / "v.txt").write_text("dog/a.wav\ndog/a.wav\n")
+    with pytest.raises(InputProblems) as err:
+        read_split_lists(lists, root, files)
+    assert err.value.problems == [f"{tmp_path / 'v.txt'}:2: 'dog/a.wav' is already named on line 1",
+                                  f"{tmp_path / 't.txt'}:1: 'dog/a.wav' is also named in {tmp_path / 'v.txt'}:1; "
+                                  "a file goes to one split"]
+    assert str(err.value).startswith(f"2 lines of {tmp_path / 'v.txt'} and {tmp_path / 't.txt'} cannot be used")
+
+
+def test_fixed_splits_by_fold():
+    from mae_ast.label_sources import Labels, fixed_splits
+
+    labels = Labels("x.csv", folds={"a": "1", "b": "2", "c": "3"})
+    assert fixed_splits(labels, None, ["1"], ["2"]) == {"a": "valid", "b": "test"}
+    assert fixed_splits(labels, None, [], ["3"]) == {"c": "test"}
+    assert fixed_splits(Labels("folders"), None, ["1"], []) == {} and fixed_splits() == {}
+
+
+def test_label_set_and_summary(tmp_path):
+    from mae_ast.label_sources import Labels, summarize_labels, write_label_set
+
+    labels = Labels("x.csv", names={"a": ["dog"], "b": ["cat", "dog"], "c": ["owl"], "gone": ["bat"]})
+    good = [("a", 10), ("b", 20), ("c", 30)]
+    label_set = write_label_set(str(tmp_path), good, labels)
+    assert LabelSet.load(str(tmp_path / "labels.csv")).names == ["cat", "dog", "owl"] == label_set.names
+    summary = summarize_labels(labels, label_set, good, ["train", "valid", "train"], ("train", "valid"))
+    assert summary.per_split == {"train": {"dog", "owl"}, "valid": {"cat", "dog"}}
+    assert summary.lost == ["bat"] and summary.by_fold is False

@@ -439,3 +439,101 @@ def test_manifest_load_good_file_with_size_limits(tmp_path):
     assert m.audio_path(0) == os.path.join("/data/audio", "a.flac")
     m = Manifest.load(path)
     assert m.names == ["a.flac", "sub/b.wav", "c.mkv"] and m.line_numbers == [2, 4, 5]
+
+
+# ---- mae_ast.manifest's making functions, called directly --------------------------------------
+def test_audio_extensions_and_extension():
+    from mae_ast.manifest import audio_extensions, extension
+
+    assert audio_extensions("flac, .WAV,,mp3 ") == {".flac", ".wav", ".mp3"}
+    assert audio_extensions(" , ") == set()
+    assert extension("a/B.FLAC") == ".flac" and extension("noext") == ""
+
+
+def test_find_files_counts_others_and_excluded(tmp_path):
+    from mae_ast.manifest import find_files
+
+    for rel in ("a.wav", "sub/b.FLAC", "sub/c.txt", "noise/n.wav", "noise/m.wav", "noise/r.txt", "x/README"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found, others, excluded = find_files(str(tmp_path), {".wav", ".flac"}, ["noise"])
+    assert found == ["a.wav", os.path.join("sub", "b.FLAC")]
+    assert others == {".txt": 1, "(none)": 1}  # noise/r.txt is not counted: the folder is not searched
+    assert excluded == {"noise": 2}
+    found, others, excluded = find_files(str(tmp_path), {".wav"})
+    assert found == ["a.wav", os.path.join("noise", "m.wav"), os.path.join("noise", "n.wav")] and excluded == {}
+    assert others == {".txt": 2, ".flac": 1, "(none)": 1}
+
+
+def test_checked_root_and_excluded_folders(tmp_path):
+    from mae_ast.manifest import check_excluded_folders_exist, checked_root
+
+    (tmp_path / "audio" / "keep").mkdir(parents=True)
+    assert checked_root(str(tmp_path / "audio" / ".")) == str((tmp_path / "audio").resolve())
+    with pytest.raises(ManifestError, match=re.escape(f"{tmp_path / 'none'} is not a folder")):
+        checked_root(str(tmp_path / "none"))
+    (tmp_path / "tab\there").mkdir()
+    with pytest.raises(ManifestError, match="cannot be a manifest's first line: path holds a tab"):
+        checked_root(str(tmp_path / "tab\there"))
+    check_excluded_folders_exist(str(tmp_path / "audio"), ["keep"])
+    with pytest.raises(ManifestError, match=r"no folder named 'kept' in .* \(its folders: 'keep'\)"):
+        check_excluded_folders_exist(str(tmp_path / "audio"), ["keep", "kept"])
+    with pytest.raises(ManifestError, match=r"\(its folders: none\)"):
+        check_excluded_folders_exist(str(tmp_path / "audio" / "keep"), ["x"])
+
+
+def test_assign_splits_fixed_then_drawn():
+    from mae_ast.manifest import assign_splits
+
+    good = [(f"f{i}.wav", 16000) for i in range(200)]
+    fixed = {"f0.wav": "test", "f1.wav": "valid"}
+    drawn = assign_splits(good, fixed, 0.3, seed=1)
+    assert drawn[:2] == ["test", "valid"] and set(drawn[2:]) == {"train", "valid"}
+    assert 30 < drawn.count("valid") < 90 and drawn == assign_splits(good, fixed, 0.3, seed=1)
+    assert drawn != assign_splits(good, fixed, 0.3, seed=2)
+    assert assign_splits(good, fixed, 0.3, seed=1, draw_valid=False) == ["test", "valid"] + ["train"] * 198
+    assert assign_splits(good, {}, 0.0, seed=1) == ["train"] * 200
+    assert assign_splits(good, fixed, 1.0, seed=1) == ["test"] + ["valid"] * 199
+
+
+def test_write_splits_and_stale_outputs(tmp_path):
+    from mae_ast.manifest import stale_outputs, write_splits
+
+    good = [("a.wav", 16000 * 3600), ("b/c.wav", 8000), ("d.wav", 16000)]
+    counts = write_splits(str(tmp_path), "/data", good, ["train", "valid", "train"], ("train", "valid", "test"),
+                          {"a.wav": ["dog"], "b/c.wav": ["cat", "dog"], "d.wav": ["owl"]})
+    assert counts == {"train": (2, pytest.approx(1 + 1 / 3600)), "valid": (1, pytest.approx(0.5 / 3600)),
+                      "test": (0, 0)}
+    assert (tmp_path / "train.tsv").read_text() == f"/data\na.wav\t{16000 * 3600}\nd.wav\t16000\n"
+    assert (tmp_path / "train.lbl").read_text() == "dog\nowl\n"
+    assert (tmp_path / "valid.lbl").read_text() == "cat,dog\n" and (tmp_path / "test.tsv").read_text() == "/data\n"
+    assert Manifest.load(str(tmp_path / "valid.tsv")).names == ["b/c.wav"]
+    (tmp_path / "labels.csv").write_text("index,name\n")
+    written = {"train.tsv", "valid.tsv", "test.tsv"}
+    assert stale_outputs(str(tmp_path), written) == [str(tmp_path / n) for n in
+                                                     ("train.lbl", "valid.lbl", "test.lbl", "labels.csv")]
+    (tmp_path / "x").mkdir()
+    write_splits(str(tmp_path / "x"), "/data", good, ["train"] * 3, ("train",))  # no labels: no .lbl
+    assert sorted(os.listdir(tmp_path / "x")) == ["train.tsv"]
+
+
+def test_measure_all_keeps_order_and_reasons(tmp_path):
+    from mae_ast.manifest import measure_all
+
+    sf.write(tmp_path / "ok.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(tmp_path / "short.wav", np.zeros(100, dtype=np.float32), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    calls = []
+    results = measure_all(str(tmp_path), ["short.wav", "ok.wav", "broken.wav"], 3200, 1,
+                          lambda done, total: calls.append((done, total)))
+    assert [r[0] for r in results] == ["short.wav", "ok.wav", "broken.wav"]
+    assert results[1] == ("ok.wav", 16000, None)
+    assert results[0][1] is None and results[0][2] == "too short (0.006 s)"
+    assert results[2][1] is None and results[2][2]
+    assert calls == [(3, 3)]  # every 50 files, and once at the end
+
+
+def test_printable():
+    from mae_ast.manifest import printable
+
+    assert printable("a/b c.wav") == "a/b c.wav" and printable("a\nb") == repr("a\nb")
