@@ -30,6 +30,9 @@ class MAEASTClassifier(nn.Module):
         encoder_cfg = dataclasses.replace(encoder_cfg, decoder_layers=0, use_post_enc_proj=False, dec_sine_pos=False,
                                           decoder_embed_dim=encoder_cfg.encoder_embed_dim)
         self.backbone = MAEAST(encoder_cfg, feature_dim).remove_decoder()
+        # SSAST fine-tunes on fixed dataset statistics; normalising with the running ones (still
+        # updated in training) keeps every clip's logits independent of its batch
+        self.backbone.normalise_with_running_stats = True
         dim = encoder_cfg.encoder_embed_dim
         self.head_dropout = nn.Dropout(head_dropout)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))

@@ -63,6 +63,9 @@ class MAEAST(nn.Module):
         enc_dim, dec_dim = cfg.encoder_embed_dim, cfg.decoder_embed_dim
 
         self.batch_norm = nn.BatchNorm2d(1, affine=False)
+        # pre-training normalises with the batch's statistics (the original); fine-tuning
+        # (MAEASTClassifier) with the running ones, so no clip depends on its batch
+        self.normalise_with_running_stats = False
         self.layer_norm = nn.LayerNorm(feature_dim)  # (compatibility) in the original, never used
         self.post_extract_proj = nn.Linear(patch_dim, enc_dim)
         self.dropout_input = Dropout(cfg.dropout_input)
@@ -101,21 +104,39 @@ class MAEAST(nn.Module):
     # ---- tokens ---------------------------------------------------------------------------
     def normalise(self, source: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> torch.Tensor:
         """Non-affine BatchNorm over all (valid) bins, times 0.5, as the original. In training,
-        padding frames stay out of the batch statistics."""
+        padding frames stay out of the batch statistics. With ``normalise_with_running_stats``
+        (fine-tuning) training normalises with the running statistics as they were before the
+        batch, then updates them: a clip's features never depend on what else is in its batch."""
         x = source.unsqueeze(1)  # (B, 1, F, C)
         bn = self.batch_norm
-        if not (self.training and frame_padding is not None and frame_padding.any()):
+        if not self.training:
             return bn(x) * 0.5
-        valid = (~frame_padding)[:, None, :, None].to(x.dtype)
+        if self.normalise_with_running_stats:
+            out = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * 0.5
+            self._track_moments(*self._valid_moments(x, frame_padding))
+            return out
+        if frame_padding is None or not frame_padding.any():
+            return bn(x) * 0.5
+        mean, var, count = self._valid_moments(x, frame_padding)
+        self._track_moments(mean.detach(), var.detach(), count)
+        return (x - mean) / torch.sqrt(var + bn.eps) * 0.5
+
+    @staticmethod
+    def _valid_moments(x, frame_padding):
+        """Mean and (biased) variance over the non-padding frames of (B, 1, F, C), and their count."""
+        valid = torch.ones_like(x[:, :, :, :1]) if frame_padding is None else (~frame_padding)[:, None, :, None].to(x.dtype)
         count = valid.sum() * x.size(-1)
         mean = (x * valid).sum() / count
-        var = ((x - mean).pow(2) * valid).sum() / count
-        with torch.no_grad():
-            m = bn.momentum if bn.momentum is not None else 0.1
-            bn.running_mean.mul_(1 - m).add_(m * mean.detach())
-            bn.running_var.mul_(1 - m).add_(m * var.detach() * count / (count - 1).clamp_min(1))
-            bn.num_batches_tracked.add_(1)
-        return (x - mean) / torch.sqrt(var + bn.eps) * 0.5
+        return mean, ((x - mean).pow(2) * valid).sum() / count, count
+
+    @torch.no_grad()
+    def _track_moments(self, mean, var, count):
+        """Update the running statistics as BatchNorm does (unbiased variance)."""
+        bn = self.batch_norm
+        m = bn.momentum if bn.momentum is not None else 0.1
+        bn.running_mean.mul_(1 - m).add_(m * mean.detach())
+        bn.running_var.mul_(1 - m).add_(m * var.detach() * count / (count - 1).clamp_min(1))
+        bn.num_batches_tracked.add_(1)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, F, C) -> (B, T, kt * kc) tokens, time-major (token = t_block * n_freq + f_block)."""
@@ -166,7 +187,8 @@ class MAEAST(nn.Module):
 
         plan = mask_plan or compute_mask(
             self.mask_type, padding, self.cfg.random_mask_prob, self.grid(num_tokens),
-            self.cfg.mask_length, batch_size=batch, device=features.device)
+            self.cfg.mask_length, batch_size=batch, device=features.device,
+            block_size=self.cfg.mask_block_size)
         x, hidden = self.encoder(gather_tokens(features, plan.kept_idx), plan.kept_padding, output_layer)
         if features_only:
             return {"x": x, "padding_mask": plan.kept_padding, "features": features,
