@@ -7,11 +7,15 @@ Used by ``tools/visualize.py``, ``tools/extract_features.py`` and the report of
   ``random_init_like(model)``: the same architecture with fresh weights (for baselines).
 * ``reconstruct(model, wav)``: draw a mask, run the model, and return the spectrogram, what the
   encoder saw, and the reconstruction, as (frames, mel bins) arrays; ``plot_reconstruction``
-  draws them.
+  draws them, ``reconstruction_audio`` / ``write_reconstruction_audio`` turn them into sound
+  (an approximate inversion: ``mae_ast.core.inversion``).
+* ``attention_maps(model, wav)``: the encoder's attention weights on a clip, per layer;
+  ``plot_attention`` draws them per time step.
 * ``embed(model, wav, layer)``: frame-level features (steps, dim), the same frames as the s3prl
   upstream's ``hidden_states`` (patch models concatenate the frequency patches of one time step).
 * ``linear_probe(...)``: multinomial logistic regression in torch, for quick downstream checks.
 """
+import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -20,9 +24,11 @@ import torch.nn.functional as F
 
 from .core import checkpoint
 from .core.extractor import chunk_steps_for, extract, num_steps
-from .core.features import SAMPLE_RATE, fbank
+from .core.features import HOP_SECONDS, SAMPLE_RATE, fbank
+from .core.inversion import logmel_to_audio
 from .core.masking import compute_mask
 from .core.model import MAEAST
+from .core.transformer import SelfAttention
 
 
 def load(path: str, device="cpu", decoder: bool = True) -> MAEAST:
@@ -149,6 +155,158 @@ def plot_reconstruction(rec: Dict[str, np.ndarray], path: str, title: str = "") 
     if title:
         fig.suptitle(title, fontsize=11)
     fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+AUDIO_PARTS = ("input", "masked", "reconstruction")  # reconstruct()'s images that are heard
+
+
+def denormalise(model: MAEAST, image) -> torch.Tensor:
+    """Model units -> Kaldi log-mel: undoes ``model.normalise`` as it runs in eval mode
+    (BatchNorm with the running statistics, times 0.5). On the CPU."""
+    bn = model.batch_norm
+    std = torch.sqrt(bn.running_var.float().cpu() + bn.eps)
+    return torch.as_tensor(np.asarray(image), dtype=torch.float32) * 2.0 * std + bn.running_mean.float().cpu()
+
+
+def reconstruction_audio(model: MAEAST, rec: Dict[str, np.ndarray], seed: int = 0) -> Dict[str, np.ndarray]:
+    """``reconstruct``'s input, masked input and reconstruction as 16 kHz waveforms (log-mel
+    inverted by Griffin-Lim: an approximation, see ``mae_ast.core.inversion``). Masked patches
+    are made silent: filled with the clip's quietest log-mel level."""
+    logmels = {part: denormalise(model, rec[part]) for part in AUDIO_PARTS}
+    logmels["masked"] = torch.nan_to_num(logmels["masked"], nan=float(logmels["input"].min()))
+    waves = {part: logmel_to_audio(logmel, SAMPLE_RATE, seed=seed) for part, logmel in logmels.items()}
+    # one gain for all three, so their loudness compares; only ever down, so nothing clips
+    peak = max(float(wave.abs().max()) for wave in waves.values())
+    gain = min(1.0, 0.99 / peak) if peak > 0 else 1.0
+    return {part: (wave * gain).numpy() for part, wave in waves.items()}
+
+
+def write_reconstruction_audio(model: MAEAST, rec: Dict[str, np.ndarray], prefix: str, seed: int = 0) -> Dict[str, str]:
+    """Writes ``{prefix}_input.wav``, ``{prefix}_masked.wav`` and ``{prefix}_reconstruction.wav``
+    (16-bit PCM, 16 kHz) and returns {part: path}."""
+    import soundfile as sf
+
+    paths = {}
+    for part, wave in reconstruction_audio(model, rec, seed).items():
+        paths[part] = f"{prefix}_{part}.wav"
+        sf.write(paths[part], wave, SAMPLE_RATE, subtype="PCM_16")
+    return paths
+
+
+def attention_probs(attn: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """The weights ``attn`` gives each key for input x (B, T, C) with nothing masked: (B, H, T, T)
+    softmax(q k^T / sqrt(head dim)), what scaled_dot_product_attention computes inside."""
+    b, t, c = x.shape
+
+    def split_heads(y):  # (B, T, C) -> (B, H, T, C / H)
+        return y.view(b, t, attn.heads, c // attn.heads).transpose(1, 2)
+
+    q, k = split_heads(attn.q_proj(x)), split_heads(attn.k_proj(x))
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // attn.heads), dim=-1)
+
+
+@torch.no_grad()
+def attention_maps(model: MAEAST, wav: torch.Tensor, max_seconds: float = 10.0) -> Dict:
+    """Where the tokens of a clip attend in each encoder layer, for the whole clip (nothing
+    masked: as in feature extraction). Returns ``layers``: (layers, T, T) weights averaged over
+    heads, ``last_layer_heads``: (heads, T, T), ``grid``: (time steps, frequency patches) of the
+    time-major tokens, and ``step_seconds`` between time steps. Rows sum to 1."""
+    model.eval()
+    feats = _features(model, wav)[:, :_max_frames(model, max_seconds)]
+    inputs = []
+    # catch each attention module's input on the way; the forward path itself stays as it is
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+             for layer in model.encoder.layers]
+    try:
+        model(feats, None, mask=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_layer, heads = [], None
+    for layer, x in zip(model.encoder.layers, inputs):
+        heads = attention_probs(layer.self_attn, x.float())[0].cpu()  # (H, T, T)
+        per_layer.append(heads.mean(0))
+    tokens = per_layer[0].size(-1)
+    return {"layers": torch.stack(per_layer), "last_layer_heads": heads, "grid": model.grid(tokens),
+            "step_seconds": model.stride[0] * HOP_SECONDS}
+
+
+def to_time_steps(weights: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """(..., T, T) token weights -> (..., steps, steps): how much each time step attends to each
+    time step (summed over the key's frequency patches, averaged over the query's)."""
+    steps = weights.size(-1) // n_freq
+    return weights.reshape(*weights.shape[:-2], steps, n_freq, steps, n_freq).sum(-1).mean(-2)
+
+
+def to_freq_bands(weights: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """(..., T, T) token weights -> (..., n_freq, n_freq): the same per frequency patch
+    (summed over the key's time steps, averaged over the query's)."""
+    steps = weights.size(-1) // n_freq
+    return weights.reshape(*weights.shape[:-2], steps, n_freq, steps, n_freq).sum(-2).mean(-3)
+
+
+def mean_distance(weights: torch.Tensor) -> float:
+    """Average |query - key| of (steps, steps) row-stochastic weights, in steps."""
+    idx = torch.arange(weights.size(-1), dtype=weights.dtype)
+    return float((weights * (idx[:, None] - idx[None, :]).abs()).sum(-1).mean())
+
+
+def plot_attention(maps: Dict, prefix: str, title: str = "") -> List[str]:
+    """Draws ``attention_maps``: ``{prefix}_attention.png`` (per layer, heads averaged) and
+    ``{prefix}_attention_heads.png`` (last layer, per head) as time x time maps; patch models
+    also get ``{prefix}_attention_freq.png`` (per layer, frequency patch x frequency patch).
+    Returns the paths."""
+    steps, n_freq = maps["grid"]
+    seconds = steps * maps["step_seconds"]
+    layers, heads = to_time_steps(maps["layers"], n_freq), to_time_steps(maps["last_layer_heads"], n_freq)
+    last = len(layers)
+    unit = f"{maps['step_seconds'] * 1000:g} ms steps"
+    figures = [(f"{prefix}_attention.png", layers, [f"layer {i + 1}" for i in range(last)],
+                f"attention per encoder layer, mean over heads ({unit})"),
+               (f"{prefix}_attention_heads.png", heads, [f"layer {last}, head {h + 1}" for h in range(len(heads))],
+                f"attention of the last layer, per head ({unit})")]
+    for path, weights, names, heading in figures:
+        # distance in seconds: how far, on average, a time step looks
+        names = [f"{n}: {mean_distance(w) * maps['step_seconds']:.2f} s" for n, w in zip(names, weights)]
+        _heatmaps(weights, names, path, f"{title}: {heading}" if title else heading,
+                  extent=(0, seconds, seconds, 0), axis="time (s)")
+    paths = [path for path, *_ in figures]
+    if n_freq > 1:
+        path = f"{prefix}_attention_freq.png"
+        _heatmaps(to_freq_bands(maps["layers"], n_freq), [f"layer {i + 1}" for i in range(last)], path,
+                  (f"{title}: " if title else "") + "attention between frequency patches, mean over heads and time",
+                  extent=(-0.5, n_freq - 0.5, -0.5, n_freq - 0.5), axis="frequency patch", origin="lower")
+        paths.append(path)
+    return paths
+
+
+def _heatmaps(weights: torch.Tensor, names: Sequence[str], path: str, title: str, extent, axis: str,
+              origin: str = "upper") -> None:
+    """One panel per (rows: query, columns: key) weight matrix, in a grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import PowerNorm
+
+    cols = min(4, len(weights))
+    rows = math.ceil(len(weights) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.6), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(weights):]:
+        ax.axis("off")
+    for ax, w, name in zip(axes.flat, weights, names):
+        # each panel on its own scale from 0, square root: a few strong weights (often the
+        # diagonal) would hide the rest; the colour bar gives the weights (uniform: 1 / columns)
+        image = ax.imshow(w.numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=max(float(w.max()), 1e-6)),
+                          extent=extent, origin=origin, interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"attended {axis}", fontsize=8)
+        ax.set_ylabel(f"attending {axis}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 

@@ -2,7 +2,7 @@
 """Reconstruction figures of a pre-trained MAE-AST checkpoint.
 
     python tools/visualize.py CHECKPOINT AUDIO... --out DIR [--seconds 10] [--seed 0]
-        [--mask-type chunk_mask] [--mask-prob 0.75]
+        [--mask-type chunk_mask] [--mask-prob 0.75] [--audio] [--attention]
 
 For each audio file (flac, wav, ogg, mp3, mkv, ... any rate, mixed to mono 16 kHz) writes
 DIR/<name>.png with three panels: the log-mel spectrogram as the model normalises it, the
@@ -11,6 +11,15 @@ decoder's prediction in the masked patches). The mask is drawn as in pre-trainin
 checkpoint's task.mask_type and model.random_mask_prob unless given). Prints one line per
 file with the masked-patch MSE (the model's loss_recon). Files that cannot be read are named
 on stderr and skipped.
+
+--audio also writes DIR/<name>_input.wav, <name>_masked.wav (masked patches silent) and
+<name>_reconstruction.wav: the three spectrograms turned back into sound by Griffin-Lim at the
+fbank's settings. That is an approximation (phase and fine frequency detail are lost): compare
+the three with each other rather than with the original file.
+
+--attention also draws where the encoder's tokens attend, on the whole clip (nothing masked):
+DIR/<name>_attention.png (per layer, mean over heads), <name>_attention_heads.png (last layer,
+per head), as time x time maps; patch models also <name>_attention_freq.png.
 """
 import argparse
 import os
@@ -25,7 +34,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint_last.pt (or an exported one)")
     p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--out", required=True, help="folder for the PNG figures")
+    p.add_argument("--out", required=True, help="folder for the PNG figures (and wav files)")
     p.add_argument("--seconds", type=float, default=10.0, help="use at most this much of each file (default 10)")
     p.add_argument("--start", type=float, default=0.0, help="start this many seconds into each file")
     p.add_argument("--seed", type=int, default=0, help="seed of the mask")
@@ -33,6 +42,9 @@ def main(argv=None):
                    help="default: the checkpoint's task.mask_type")
     p.add_argument("--mask-prob", type=float, help="default: the checkpoint's model.random_mask_prob")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--audio", action="store_true", dest="write_audio",
+                   help="also write the input, masked input and reconstruction as wav (approximate inversion)")
+    p.add_argument("--attention", action="store_true", help="also draw the encoder's attention maps")
     args = p.parse_args(argv)
 
     from mae_ast import analysis
@@ -64,6 +76,13 @@ def main(argv=None):
         analysis.plot_reconstruction(rec, target, os.path.basename(path))
         print(f"{target}: {rec['input'].shape[0] / 100:.1f} s, {rec['mask'].mean():.0%} masked, "
               f"masked-patch MSE {rec['mse']:.4f}")
+        prefix = os.path.join(args.out, name)
+        if args.write_audio:
+            written = analysis.write_reconstruction_audio(model, rec, prefix, seed=args.seed)
+            print("  audio: " + ", ".join(written.values()))
+        if args.attention:
+            maps = analysis.attention_maps(model, wav, max_seconds=args.seconds)
+            print("  attention: " + ", ".join(analysis.plot_attention(maps, prefix, os.path.basename(path))))
     if failed == len(args.audio):
         cli.fail(f"none of the {failed} audio files could be read (each is named above)",
                  code=cli.EXIT_NOTHING_DONE)

@@ -13,6 +13,11 @@ table { border-collapse: collapse; margin: .5em 0 }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right }
 th { background: #eee }
 img { max-width: 100% }
+.clip { display: grid; grid-template-columns: 1fr 250px; align-items: center }
+.clip p { grid-column: 1 / 3 }
+.players { display: flex; flex-direction: column; justify-content: space-around; align-self: stretch;
+           padding: 2em 0 }
+.players audio { width: 240px }
 code { background: #f4f4f4 }
 """
 
@@ -77,10 +82,23 @@ def _loss_section(s: dict) -> List[str]:
 def _reconstruction_section(reconstructions: List[dict]) -> List[str]:
     parts = ["<h2>Reconstructions of validation clips</h2><p>Top: the clip's log-mel spectrogram, normalised "
              "as the model sees it. Middle: the patches the encoder was given (masked ones in blue). Bottom: the "
-             "decoder's prediction pasted into the masked patches.</p>"]
+             "decoder's prediction pasted into the masked patches. Beside each panel, its spectrogram as sound "
+             "(masked patches silent in the middle one): log-mel turned back into audio by Griffin-Lim, an "
+             "approximation that sounds phasey even for the unmasked input, so compare the three with each other.</p>"]
     for r in reconstructions:
-        parts.append(f"<h3>{escape(r['clip'])}</h3><p>masked MSE {r['mse']:.3f}</p><img src='{r['figure']}'>")
+        parts.append(f"<h3>{escape(r['clip'])}</h3><div class='clip'><p>masked MSE {r['mse']:.3f}</p>"
+                     f"<img src='{r['figure']}'>{_players(r.get('audio', {}))}</div>")
     return parts
+
+
+PLAYER_LABELS = {"input": "input", "masked": "what the encoder saw", "reconstruction": "reconstruction"}
+
+
+def _players(audio: dict) -> str:
+    """One labelled <audio> player per wav file, top to bottom as the figure's panels."""
+    players = "".join(f"<label>{PLAYER_LABELS[part]}<br><audio controls preload='none' "
+                      f"src='{escape(audio[part])}'></audio></label>" for part in PLAYER_LABELS if part in audio)
+    return f"<div class='players'>{players}</div>" if players else ""
 
 
 def _probe_section(probe: dict) -> List[str]:

@@ -86,7 +86,8 @@ def pick_validation_clips(manifests: Path, index: Sequence[dict], count: int = R
 
 
 def write_reconstructions(model, clips, out: Path) -> List[dict]:
-    """One figure per clip (spectrogram, what the encoder saw, reconstruction) and its numbers."""
+    """One figure per clip (spectrogram, what the encoder saw, reconstruction), the three as
+    audio (wav files named in ``audio``), and its numbers."""
     from mae_ast import analysis
 
     written = []
@@ -95,8 +96,10 @@ def write_reconstructions(model, clips, out: Path) -> List[dict]:
         reconstruction = analysis.reconstruct(model, wav, seed=i)
         figure = f"reconstruction_{i}.png"
         analysis.plot_reconstruction(reconstruction, str(out / figure), f"{name} ({category})" if category else name)
+        audio = analysis.write_reconstruction_audio(model, reconstruction, str(out / f"reconstruction_{i}"), seed=i)
         written.append({"clip": name, "category": category, "figure": figure, "mse": reconstruction["mse"],
-                        "masked_share": float(reconstruction["mask"].mean())})
+                        "masked_share": float(reconstruction["mask"].mean()),
+                        "audio": {part: Path(file).name for part, file in audio.items()}})
     return written
 
 
@@ -138,7 +141,9 @@ def _reusable_report(out: Path, stamp: str, finetuning: Optional[dict]):
         return None
     old = json.loads((out / "report.json").read_text())
     same = old.get("checkpoint_stamp") == stamp and old.get("finetuning") == json.loads(json.dumps(finetuning))
-    return old if same else None
+    # a report written before reconstructions came with audio is written again, with players
+    complete = all("audio" in r for r in old.get("reconstructions", []))
+    return old if same and complete else None
 
 
 def write_report(run_dir: Path, manifests: Path, corpus: Path, index: Sequence[dict], out: Path, gpu: bool,
@@ -165,7 +170,7 @@ def write_report(run_dir: Path, manifests: Path, corpus: Path, index: Sequence[d
 
     model = analysis.load(str(checkpoint), device=device)
     reconstructions = write_reconstructions(model, pick_validation_clips(manifests, index), out)
-    log(f"report: {len(reconstructions)} reconstruction figures written")
+    log(f"report: {len(reconstructions)} reconstruction figures and their audio written")
 
     probe = run_probe(checkpoint, corpus, index, device=device)
     last_train = curves["train_inner"][-1] if curves["train_inner"] else {}
