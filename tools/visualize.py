@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Reconstruction figures of a pre-trained MAE-AST checkpoint.
+"""Reconstruction figures (and audio, attention maps) of a pre-trained MAE-AST checkpoint.
 
     python tools/visualize.py CHECKPOINT AUDIO... --out DIR [--seconds 10] [--seed 0]
         [--mask-type chunk_mask] [--mask-prob 0.75] [--audio] [--attention]
