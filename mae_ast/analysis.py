@@ -106,7 +106,8 @@ def reconstruct(model: MAEAST, wav: torch.Tensor, seed: int = 0, mask_type: Opti
     grid = model.grid(n_tokens)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     plan = compute_mask(mask_type or model.mask_type, None, model.cfg.random_mask_prob if mask_prob is None else mask_prob,
-                        grid, model.cfg.mask_length, generator=gen, batch_size=1, device=x.device)
+                        grid, model.cfg.mask_length, generator=gen, batch_size=1, device=x.device,
+                        block_size=model.cfg.mask_block_size)
     out = model(feats, None, mask=True, mask_plan=plan)
     pred = out["logit_m_list_recon"][0].float()
     masked_idx = plan.masked_idx[0]

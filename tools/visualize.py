@@ -26,6 +26,7 @@ import os
 import sys
 
 from mae_ast import cli
+from mae_ast.core.masking import MASK_TYPES
 
 
 def main(argv=None):
@@ -38,7 +39,7 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0, help="use at most this much of each file (default 10)")
     p.add_argument("--start", type=float, default=0.0, help="start this many seconds into each file")
     p.add_argument("--seed", type=int, default=0, help="seed of the mask")
-    p.add_argument("--mask-type", choices=("random_mask", "random_mask_batched", "chunk_mask", "retain_spans"),
+    p.add_argument("--mask-type", choices=MASK_TYPES,
                    help="default: the checkpoint's task.mask_type")
     p.add_argument("--mask-prob", type=float, help="default: the checkpoint's model.random_mask_prob")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
