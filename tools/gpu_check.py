@@ -14,7 +14,7 @@ machine has no GPU). The paths:
 
 Environment: ``GPU_CHECK_DEVICE=cpu`` runs the pipeline on a CPU (the fp16 run and amp are
 CUDA-only and skipped, the models are tiny, bench runs ``--tiny``): a check of this script, not
-of a GPU. ``GPU_CHECK_OUT`` (default ``gpu_check_out``) receives ``gpu_check.log`` (every
+of a GPU. ``GPU_CHECK_OUT`` (default ``/tmp/gpu_check_out``) receives ``gpu_check.log`` (every
 command and its output) and ``summary.txt``. Exit status: 0 when every path passed.
 """
 import math
@@ -320,7 +320,7 @@ def guarded(check: Check, name: str, step, *args) -> None:
 
 def main() -> int:
     device = os.environ.get("GPU_CHECK_DEVICE", "cuda")
-    out = Path(os.environ.get("GPU_CHECK_OUT", REPO / "gpu_check_out")).resolve()
+    out = Path(os.environ.get("GPU_CHECK_OUT", Path(tempfile.gettempdir()) / "gpu_check_out")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     import torch
 
