@@ -53,6 +53,9 @@ $PIP install --no-build-isolation "fairseq-fixed==0.12.3.1" "hydra-core==1.3.2" 
 # s3prl's run_downstream.py imports; transformers 5 needs huggingface_hub>=1.0.
 $PIP install "s3prl==0.4.18" "huggingface_hub<1.0" "transformers<5" tensorboardX tensorboard \
   soundfile av matplotlib pytest pytest-timeout "numpy<2"
+# safetensors: the weights of hub folders (mae_ast/core/hub.py), read without pickle; the
+# core imports it, so it is pinned here rather than left to transformers' requirements.
+$PIP install "safetensors==0.8.0"
 # catalyst only for its DistributedSamplerWrapper; its own pins would downgrade torch.
 $PIP install --no-deps "catalyst==22.4"
 # this project, editable, so `import mae_ast` works from anywhere
