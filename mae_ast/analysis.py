@@ -229,8 +229,10 @@ def attention_maps(model: MAEAST, wav: torch.Tensor, max_seconds: float = 10.0) 
         heads = attention_probs(layer.self_attn, x.float())[0].cpu()  # (H, T, T)
         per_layer.append(heads.mean(0))
     tokens = per_layer[0].size(-1)
+    steps = model.grid(tokens)[0]
     return {"layers": torch.stack(per_layer), "last_layer_heads": heads, "grid": model.grid(tokens),
-            "step_seconds": model.stride[0] * HOP_SECONDS}
+            "step_seconds": model.stride[0] * HOP_SECONDS,
+            "logmel": feats[0, :(steps - 1) * model.stride[0] + model.kernel[0]].cpu()}
 
 
 def to_time_steps(weights: torch.Tensor, n_freq: int) -> torch.Tensor:
@@ -267,11 +269,12 @@ def plot_attention(maps: Dict, prefix: str, title: str = "") -> List[str]:
                 f"attention per encoder layer, mean over heads ({unit})"),
                (f"{prefix}_attention_heads.png", heads, [f"layer {last}, head {h + 1}" for h in range(len(heads))],
                 f"attention of the last layer, per head ({unit})")]
+    uniform = f"uniform attention: {mean_distance(torch.full((steps, steps), 1 / steps)) * maps['step_seconds']:.2f} s"
     for path, weights, names, heading in figures:
         # distance in seconds: how far, on average, a time step looks
         names = [f"{n}: {mean_distance(w) * maps['step_seconds']:.2f} s" for n, w in zip(names, weights)]
-        _heatmaps(weights, names, path, f"{title}: {heading}" if title else heading,
-                  extent=(0, seconds, seconds, 0), axis="time (s)")
+        _heatmaps(weights, names, path, f"{title}: {heading}; {uniform}" if title else f"{heading}; {uniform}",
+                  extent=(0, seconds, seconds, 0), axis="time (s)", strip=maps.get("logmel"))
     paths = [path for path, *_ in figures]
     if n_freq > 1:
         path = f"{prefix}_attention_freq.png"
@@ -283,29 +286,48 @@ def plot_attention(maps: Dict, prefix: str, title: str = "") -> List[str]:
 
 
 def _heatmaps(weights: torch.Tensor, names: Sequence[str], path: str, title: str, extent, axis: str,
-              origin: str = "upper") -> None:
-    """One panel per (rows: query, columns: key) weight matrix, in a grid."""
+              origin: str = "upper", strip: Optional[torch.Tensor] = None) -> None:
+    """One panel per (rows: query, columns: key) weight matrix, in a grid, coloured by the weight
+    over uniform attention's (1 / columns) on a log scale: white is uniform, red more, blue less.
+    One scale for the figure, so panels compare: nearly uniform layers (early in training) show
+    their faint structure, sharp ones saturate at 16x. ``strip``: a (frames, bins) log-mel
+    drawn above each column, on the panels' x axis (what the attended time steps hold)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
+    from matplotlib.colors import LogNorm
 
+    ratios = weights * weights.size(-1)
+    spread = float(ratios.clamp_min(1e-6).log2().abs().flatten().quantile(0.99))
+    span = 2 ** min(max(spread, 0.1), 4.0)
+    norm = LogNorm(vmin=1 / span, vmax=span)
     cols = min(4, len(weights))
     rows = math.ceil(len(weights) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.6), squeeze=False, constrained_layout=True)
-    for ax in axes.flat[len(weights):]:
+    top = 1 if strip is not None else 0
+    fig, axes = plt.subplots(rows + top, cols, figsize=(3.2 * cols + 0.8, 3.2 * rows + 0.9 * top + 0.6),
+                             squeeze=False, constrained_layout=True, height_ratios=[0.25] * top + [1] * rows)
+    for ax in axes[top:].flat[len(weights):]:
         ax.axis("off")
-    for ax, w, name in zip(axes.flat, weights, names):
-        # each panel on its own scale from 0, square root: a few strong weights (often the
-        # diagonal) would hide the rest; the colour bar gives the weights (uniform: 1 / columns)
-        image = ax.imshow(w.numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=max(float(w.max()), 1e-6)),
-                          extent=extent, origin=origin, interpolation="nearest")
-        fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    for ax in axes[0] if top else []:
+        ax.imshow(strip.t().numpy(), origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                  extent=(extent[0], extent[1], 0, strip.size(1)))
+        ax.set_title("log-mel of the clip", fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+    for ax, ratio, name in zip(axes[top:].flat, ratios, names):
+        image = ax.imshow(ratio.clamp(1 / span, span).numpy(), cmap="RdBu_r", norm=norm, extent=extent,
+                          origin=origin, interpolation="nearest", aspect="auto")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(f"attended {axis}", fontsize=8)
         ax.set_ylabel(f"attending {axis}", fontsize=8)
         ax.tick_params(labelsize=7)
+    bar = fig.colorbar(image, ax=axes[top:], shrink=0.6, aspect=30)
+    ticks = [1 / span, span ** -0.5, 1.0, span ** 0.5, span]
+    bar.set_ticks(ticks, labels=[f"{t:.3g}x" for t in ticks])
+    bar.ax.minorticks_off()
+    bar.set_label("weight / uniform weight", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=80)
     plt.close(fig)
