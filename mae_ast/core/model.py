@@ -165,17 +165,28 @@ class MAEAST(nn.Module):
     def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                 mask: bool = True, features_only: bool = False,
                 output_layer: Optional[int] = None, mask_plan: Optional[MaskPlan] = None,
-                **unused) -> Dict[str, torch.Tensor]:
+                masks_per_clip: int = 1, **unused) -> Dict[str, torch.Tensor]:
         """source: (B, frames, feature_dim) log-mel; padding_mask: (B, frames) bool, True on padding.
 
         With ``mask`` (pre-training): returns the heads' outputs on masked tokens and their
         targets. With ``features_only`` or ``mask=False``: the encoder output ``x``, every
         layer's output ``hidden_states`` and the token ``padding_mask``.
+
+        ``masks_per_clip`` K > 1 (with ``mask``; EAT's clones): the clips are normalised and
+        projected once, then K independently masked copies of each run through the encoder and
+        decoder as one batch of K x B sequences; copy k of clip b is row ``k * B + b`` of every
+        output (and of a given ``mask_plan``).
         """
         patches = self.patchify(self.normalise(source, padding_mask))
         batch, num_tokens, _ = patches.shape
         padding = self.token_padding(padding_mask, num_tokens)
         features = self.post_extract_proj(patches)
+        if mask and masks_per_clip > 1:
+            # copies made after normalising and projecting: those are per clip, not per mask
+            copies = masks_per_clip
+            patches, features = patches.repeat(copies, 1, 1), features.repeat(copies, 1, 1)
+            padding = None if padding is None else padding.repeat(copies, 1)
+            batch = batch * copies
         if mask:
             features = self.dropout_input(features)
         if self.cfg.enc_sine_pos:
@@ -185,10 +196,7 @@ class MAEAST(nn.Module):
             x, hidden = self.encoder(features, padding, output_layer)
             return {"x": x, "padding_mask": padding, "features": features, "hidden_states": hidden}
 
-        plan = mask_plan or compute_mask(
-            self.mask_type, padding, self.cfg.random_mask_prob, self.grid(num_tokens),
-            self.cfg.mask_length, batch_size=batch, device=features.device,
-            block_size=self.cfg.mask_block_size)
+        plan = mask_plan or self._draw_mask(padding, batch, num_tokens, features.device, masks_per_clip)
         x, hidden = self.encoder(gather_tokens(features, plan.kept_idx), plan.kept_padding, output_layer)
         if features_only:
             return {"x": x, "padding_mask": plan.kept_padding, "features": features,
@@ -202,6 +210,25 @@ class MAEAST(nn.Module):
             "padding_mask": padding,
             "mask_plan": plan,
         }
+
+    def _draw_mask(self, padding, batch, num_tokens, device, copies: int = 1) -> MaskPlan:
+        """The mask of ``batch`` rows (``copies`` masked copies of each clip, copy-major)."""
+        def draw(rows_padding, rows):
+            return compute_mask(self.mask_type, rows_padding, self.cfg.random_mask_prob, self.grid(num_tokens),
+                                self.cfg.mask_length, batch_size=rows, device=device,
+                                block_size=self.cfg.mask_block_size)
+
+        if copies == 1 or self.mask_type != "random_mask_batched":
+            return draw(padding, batch)  # every other type draws each row on its own
+        # random_mask_batched shares one mask across the clips: one draw per copy, so the K
+        # copies still differ. The copies' padding is the same clips', so the K plans have one
+        # shape (their keep counts follow from the clips' lengths alone).
+        clips = batch // copies
+        plans = [draw(None if padding is None else padding[k * clips:(k + 1) * clips], clips)
+                 for k in range(copies)]
+        return MaskPlan(*(None if getattr(plans[0], name) is None
+                          else torch.cat([getattr(p, name) for p in plans])
+                          for name in ("kept_idx", "masked_idx", "kept_valid", "masked_valid")))
 
     def decode(self, encoded: torch.Tensor, plan: MaskPlan, padding: Optional[torch.Tensor],
                num_tokens: int, only_masked: bool = False) -> torch.Tensor:

@@ -35,11 +35,17 @@ class MAEASTModelConfig(FairseqDataclass, MAEASTConfig):
 
 @register_model("mae_ast", dataclass=MAEASTModelConfig)
 class MAEASTModel(MAEAST, BaseFairseqModel):
+    masks_per_clip = 1  # task.masks_per_clip; a model built outside a task draws one mask per clip
+
     @classmethod
     def build_model(cls, cfg: MAEASTModelConfig, task):
-        return cls(cfg, task.cfg.feature_dim, task.cfg.mask_type)
+        model = cls(cfg, task.cfg.feature_dim, task.cfg.mask_type)
+        # a task setting (like mask_type), not the model's: checkpoints stay the same model
+        model.masks_per_clip = getattr(task.cfg, "masks_per_clip", 1)
+        return model
 
     def forward(self, *args, **kwargs):
+        kwargs.setdefault("masks_per_clip", self.masks_per_clip)
         dtype = AUTOCAST_DTYPES[str(getattr(self.cfg, "autocast_dtype", "none"))]
         if dtype is None:
             return super().forward(*args, **kwargs)

@@ -37,6 +37,12 @@ class MAEASTPretrainingConfig(FairseqDataclass):
         metadata={"help": "random_mask: per example; random_mask_batched: shared by the batch; "
                           "chunk_mask: SSAST square chunks masked (patch models); retain_spans: wav2vec2 spans (frame models); "
                           "inverse_block: EAT's square blocks kept, the rest masked (not the paper's)"})
+    masks_per_clip: int = field(
+        default=1,
+        metadata={"help": "K masked copies of each clip per step (EAT's clone_batch: 16): audio decoded, fbank "
+                          "and normalisation computed once, the encoder and decoder run on K x B sequences, "
+                          "the loss is their mean. dataset.max_tokens counts each clip once, so memory and "
+                          "compute per step grow about K-fold (divide max_tokens by K to keep them)"})
     seed: int = field(default=II("common.seed"), metadata={"help": "crops follow (seed, epoch, clip): common.seed"})
     persistent_workers: bool = field(
         default=False,
@@ -92,6 +98,8 @@ class MAEASTPretrainingTask(AudioTask):
         if cfg.feature_type != "fbank":
             raise ValueError(f"MAE-AST reads Kaldi log-mel features: set task.feature_type=fbank, not {cfg.feature_type}")
         check_compatibility(cfg, "task", TASK_UNSUPPORTED, TASK_NO_EFFECT)
+        if cfg.masks_per_clip < 1:
+            raise ValueError(f"task.masks_per_clip={cfg.masks_per_clip}: at least 1 (one mask per clip, the paper's)")
 
     @classmethod
     def setup_task(cls, cfg: MAEASTPretrainingConfig, **kwargs):
