@@ -47,9 +47,11 @@ def _summary(config: dict, weights, classifier: bool) -> str:
     params = sum(t.numel() for t in weights.values())
     job = (f"classifies audio into {len(config.get('label_names', []))} classes"
            if classifier else "turns audio into features (one vector per token time step per layer)")
+    tables = len(config.get("recomputed_buffers") or {})
+    recomputed = (f" {_count(tables, 'sinusoidal position table')} recomputed on load (`recomputed_buffers` "
+                  "in `config.json`)." if tables else "")
     return (f"The MAE-AST encoder ({PAPER}) from this repository's implementation; it {job}. "
-            f"{params / 1e6:.1f} M stored values in `model.safetensors`; the two sinusoidal position "
-            f"tables are recomputed on load (`recomputed_buffers` in `config.json`).\n")
+            f"`model.safetensors` holds {params:,} values ({params / 1e6:.1f} M);{recomputed}\n")
 
 
 def _architecture(config: dict) -> str:
@@ -63,8 +65,7 @@ def _architecture(config: dict) -> str:
         ("encoder", f"{_count(m.get('encoder_layers'), 'layer')}, {m.get('encoder_embed_dim')} wide, "
                     f"{m.get('encoder_attention_heads')} heads, FFN {m.get('encoder_ffn_embed_dim')}, "
                     f"{'pre' if m.get('layer_norm_first') else 'post'}-LN, {m.get('activation_fn', 'gelu')}"),
-        ("positions", "sinusoidal" + (" (encoder and decoder)" if m.get("dec_sine_pos") else "")
-         if m.get("enc_sine_pos") else "none added before the encoder"),
+        ("positions", _positions(m, config["model_type"] != CLASSIFIER_NAME)),
     ]
     if config["model_type"] != CLASSIFIER_NAME:
         rows.append(("decoder", f"{_count(m.get('decoder_layers'), 'layer')}, {m.get('decoder_embed_dim')} wide "
@@ -136,6 +137,12 @@ def _how_to_load(classifier: bool) -> str:
             "folder = snapshot_download(\"OWNER/NAME\")\n```\n\n```bash\n" + code + "\n```\n\n```python\n"
             + py + "\n```\n\n`config.json` holds the fairseq `cfg` sections (`model`, `task`) the model "
             "is rebuilt from; `model.safetensors` the weights under the original release's names.\n")
+
+
+def _positions(m: dict, has_decoder: bool) -> str:
+    where = [name for name, on in (("the encoder", m.get("enc_sine_pos")),
+                                   ("the decoder", has_decoder and m.get("dec_sine_pos"))) if on]
+    return "sinusoidal, added before " + " and ".join(where) if where else "none"
 
 
 def _count(n, noun: str) -> str:
