@@ -9,7 +9,7 @@ method (we do not implement them) and warns about the values that change nothing
 """
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,26 @@ class MAEASTConfig:
     decoder_embed_dim: int = field(default=768, metadata={"help": "decoder embedding dimension"})
     decoder_layers: int = field(default=2, metadata={"help": "number of decoder layers"})
     decoder_layerdrop: float = field(default=0.0, metadata={"help": "LayerDrop probability in the decoder"})
+
+    # decoder attention (docs/pretraining.md#decoder-attention); no parameters, so checkpoints of
+    # every option have the same keys and the encoder is the same
+    decoder_attention: str = field(
+        default="global", metadata={"help": "decoder self-attention: global (the paper's), local (Audio-MAE: "
+                                            "windows of decoder_window tokens on the time x frequency token grid, "
+                                            "every other layer shifted by half a window) or multi_window (MW-MAE: "
+                                            "each head within windows of its decoder_head_windows size)"})
+    decoder_window: List[int] = field(
+        default_factory=lambda: [4, 4],
+        metadata={"help": "local: window (time, frequency) in tokens (Audio-MAE: 4x4 patches); a window as wide "
+                          "as the frequency axis or wider is that axis (frame models: windows in time only)"})
+    decoder_window_shift: str = field(
+        default="time", metadata={"help": "local: the axes every other layer shifts its windows along by half "
+                                          "a window: time (Audio-MAE's code), both (its paper, Swin) or none"})
+    decoder_head_windows: List[int] = field(
+        default_factory=list,
+        metadata={"help": "multi_window: one window size per attention head, in tokens of the flattened "
+                          "time-major sequence, non-overlapping, 0 = global (MW-MAE, 8 heads: "
+                          "[2,5,10,25,50,125,0,0])"})
 
     # dropouts
     dropout: float = field(default=0.1, metadata={"help": "dropout in the transformer"})

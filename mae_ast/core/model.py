@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .config import MAEASTConfig, check_compatibility
 from .features import SAMPLE_RATE, samples_for_frames
 from .masking import MaskPlan, compute_mask
-from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table
+from .transformer import Dropout, TransformerEncoder, gather_tokens, sinusoidal_table, window_layout
 
 
 def inference_precision(precision: Optional[str] = None) -> str:
@@ -79,7 +79,9 @@ class MAEAST(nn.Module):
         self.decoder_mask_emb = nn.Parameter(torch.empty(dec_dim).uniform_())
         if cfg.dec_sine_pos:
             self.dec_sine_pos_embed = SinusoidalPositions(dec_dim, cfg.max_token_length)
-        self.decoder = self._transformer(cfg.decoder_layers, dec_dim, cfg.decoder_layerdrop)
+        windows = window_layout(cfg.decoder_attention, cfg.decoder_layers, cfg.encoder_attention_heads, self.n_freq,
+                                tuple(cfg.decoder_window), cfg.decoder_window_shift, tuple(cfg.decoder_head_windows))
+        self.decoder = self._transformer(cfg.decoder_layers, dec_dim, cfg.decoder_layerdrop, windows)
         self.final_proj_reconstruction = nn.Linear(dec_dim, patch_dim)
         self.final_proj_classification = nn.Linear(dec_dim, patch_dim)
 
@@ -94,12 +96,12 @@ class MAEAST(nn.Module):
         model.cfg_task = cfg_task
         return model.eval()
 
-    def _transformer(self, layers, dim, layerdrop):
+    def _transformer(self, layers, dim, layerdrop, windows=None):
         c = self.cfg
         return TransformerEncoder(
             layers, dim, c.encoder_ffn_embed_dim, c.encoder_attention_heads, c.dropout,
             c.attention_dropout, c.activation_dropout, c.activation_fn, c.layer_norm_first,
-            layerdrop, c.checkpoint_activations)
+            layerdrop, c.checkpoint_activations, windows)
 
     # ---- tokens ---------------------------------------------------------------------------
     def normalise(self, source: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> torch.Tensor:
@@ -245,7 +247,8 @@ class MAEAST(nn.Module):
             1, plan.kept_idx.unsqueeze(-1).expand_as(encoded), encoded)
         if self.cfg.dec_sine_pos:
             full = full + self.dec_sine_pos_embed(num_tokens)
-        return self.decoder(full, padding, query_idx=plan.masked_idx if only_masked else None)[0]
+        return self.decoder(full, padding, query_idx=plan.masked_idx if only_masked else None,
+                            grid=self.grid(num_tokens))[0]
 
     def remove_pretraining_modules(self):
         self.final_proj_reconstruction = None
