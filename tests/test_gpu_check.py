@@ -66,3 +66,19 @@ def test_the_pipeline_runs_on_a_cpu(tmp_path):
     first, last = (float(x) for x in line.split("loss ")[1].split(" over")[0].split(" -> "))
     assert last < first and "over 50 updates" in line
     assert "fairseq-hydra-train" in log and "tools/bench.py --device cpu --quick --tiny" in log
+
+
+@pytest.mark.slow
+def test_the_check_ends_within_its_budget(tmp_path):
+    """GPU_CHECK_BUDGET_S bounds the whole run: commands still running then are stopped and
+    their paths fail, each path still with its line."""
+    env = dict(os.environ, GPU_CHECK_DEVICE="cpu", GPU_CHECK_OUT=str(tmp_path / "out"), OMP_NUM_THREADS="2",
+               GPU_CHECK_PYTHON=sys.executable, GPU_CHECK_BUDGET_S="3")
+    started = time.time()
+    proc = run_script(env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    names = [line.split()[1] for line in summary[:-1]]
+    assert names[:3] == ["corpus", "pretrain-fp16", "pretrain-bf16"] and "bench" in names, summary
+    assert "stopped after" in summary[0]
+    assert time.time() - started < 120

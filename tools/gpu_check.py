@@ -15,7 +15,9 @@ machine has no GPU). The paths:
 Environment: ``GPU_CHECK_DEVICE=cpu`` runs the pipeline on a CPU (the fp16 run and amp are
 CUDA-only and skipped, the models are tiny, bench runs ``--tiny``): a check of this script, not
 of a GPU. ``GPU_CHECK_OUT`` (default ``/tmp/gpu_check_out``) receives ``gpu_check.log`` (every
-command and its output) and ``summary.txt``. Exit status: 0 when every path passed.
+command and its output) and ``summary.txt``. ``GPU_CHECK_BUDGET_S`` (default 480 on a GPU):
+the whole check's time; each command is stopped when it is spent. ``bench.py`` speaks its clips
+with espeak-ng: without it the bench path fails, saying so. Exit status: 0 when every path passed.
 """
 import math
 import os
@@ -39,9 +41,11 @@ UPDATES = 50
 class Check:
     """The run's shared state: device, work folder, log, results."""
 
-    def __init__(self, device: str, work: Path, out: Path):
+    def __init__(self, device: str, work: Path, out: Path, budget_s: float):
         self.device, self.work, self.out = device, work, out
         self.gpu = device == "cuda"
+        # the whole check must end in time (8 minutes on a GPU): each command gets what is left
+        self.deadline = time.time() + budget_s
         self.log = open(out / "gpu_check.log", "w")
         self.results = []
         self.pretrained = None  # the fp16 (or bf16) run's checkpoint, for the later paths
@@ -52,9 +56,11 @@ class Check:
         self.log.flush()
 
     def command(self, cmd, timeout: int, env=None):
-        """Run ``cmd``, its output into the log; returns (returncode, stdout + stderr)."""
+        """Run ``cmd``, its output into the log; returns (returncode, stdout + stderr). It is
+        stopped after ``timeout`` seconds, or sooner when the check's time is spent."""
         self.note(f"\n$ {' '.join(map(str, cmd))}")
         started = time.time()
+        timeout = max(1, min(timeout, int(self.deadline - started)))
         try:
             proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=timeout,
                                   cwd=str(REPO), env=dict(os.environ, **(env or {})))
@@ -172,7 +178,7 @@ def pretrain(check: Check, manifests: dict, precision: str) -> None:
         "checkpoint.no_epoch_checkpoints=true",
     ]
     started = time.time()
-    code, text = check.command(cmd, 300, env={"HYDRA_FULL_ERROR": "1"})
+    code, text = check.command(cmd, 240, env={"HYDRA_FULL_ERROR": "1"})
     records, losses = losses_of(run)
     updates = int(records[-1].number("num_updates")) if records else 0
     ckpt = run / "checkpoints" / "checkpoint_last.pt"
@@ -204,7 +210,7 @@ def finetune(check: Check, manifests: dict) -> None:
         "optimization.max_epoch=6", f"model.pretrained_checkpoint={check.pretrained}", *model_overrides(check.gpu),
     ]
     started = time.time()
-    code, text = check.command(cmd, 300, env={"HYDRA_FULL_ERROR": "1"})
+    code, text = check.command(cmd, 240, env={"HYDRA_FULL_ERROR": "1"})
     if code != 0:
         return check.record(name, False, f"exit {code}: {failure_reason(text)}")
     _, losses = losses_of(run)
@@ -328,7 +334,8 @@ def main() -> int:
         print(f"FAIL setup           torch {torch.__version__} at {sys.executable} sees no GPU")
         return 1
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    check = Check(device, work, out)
+    budget = float(os.environ.get("GPU_CHECK_BUDGET_S", 480 if device == "cuda" else 1500))
+    check = Check(device, work, out, budget)
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (GPU_CHECK_DEVICE=cpu: a check of the script)"
     print(f"gpu_check: {where}; torch {torch.__version__}; python {sys.version.split()[0]}; log {out / 'gpu_check.log'}",
           flush=True)
@@ -339,16 +346,24 @@ def main() -> int:
         check.note(traceback.format_exc())
         check.record("corpus", False, f"{type(e).__name__}: {e}"[:200])
         manifests = None
-    if manifests:
-        for precision in ("fp16", "bf16"):
+    for precision in ("fp16", "bf16"):
+        if manifests:
             guarded(check, f"pretrain-{precision}", pretrain, manifests, precision)
+        else:
+            check.record(f"pretrain-{precision}", False, "not run: no corpus")
+    if manifests:
         guarded(check, "finetune-amp", finetune, manifests)
+    else:
+        check.record("finetune-amp" if check.gpu else "finetune-fp32", False, "not run: no corpus")
     if check.pretrained is None:
         check.pretrained = tiny_checkpoint(check)
     guarded(check, "s3prl-upstream", upstream)
     guarded(check, "hear", hear_module)
     guarded(check, "classify", classify)
-    guarded(check, "bench", bench)
+    if shutil.which("espeak-ng") is None:  # bench.py speaks its clips
+        check.record("bench", False, "not run: bench.py needs espeak-ng (apt-get install espeak-ng)")
+    else:
+        guarded(check, "bench", bench)
     failed = [line for passed, line in check.results if passed is False]
     summary = [line for _, line in check.results]
     summary.append(f"gpu_check: {len(summary) - len(failed)} of {len(summary)} paths passed or skipped, "

@@ -13,6 +13,7 @@
 #   GPU_CHECK_WHEELS=DIR       pip-install the wheels and sdists in DIR (no index, no network) into
 #                              /tmp/gpu_check_site first and put it on PYTHONPATH
 #   GPU_CHECK_OUT=DIR          where gpu_check.log and summary.txt go (default /tmp/gpu_check_out)
+#   GPU_CHECK_BUDGET_S=480     the whole check's time; a command still running then is stopped
 #   GPU_CHECK_DEVICE=cpu       run the pipeline on the CPU (fp16 and amp skipped, tiny models):
 #                              a check of this script, not of a GPU
 # Exit status: 0 when every path passed (or there is no GPU), 1 when one failed.
