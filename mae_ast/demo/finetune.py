@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from mae_ast import fairseq_log
 
@@ -98,7 +98,8 @@ def make_labelled_manifests(audio: Path, index: Sequence[dict], out: Path, jobs:
 
 
 def finetune_command(data: Path, run_dir: Path, checkpoint: Path, name: str, minutes: float,
-                     gpu: bool) -> List[str]:
+                     gpu: bool, extra: Sequence[str] = ()) -> List[str]:
+    """``extra``: overrides the pre-training run had beyond the device's size (a frame model's kernel)."""
     # the pre-training run's architecture and device (its model_overrides); fine-tuning refuses
     # common.fp16 (the fp32 front end) and runs the encoder under bf16 autocast on a GPU instead
     keep = ("model.encoder_", "common.")
@@ -115,7 +116,7 @@ def finetune_command(data: Path, run_dir: Path, checkpoint: Path, name: str, min
         f"optimization.stop_time_hours={minutes / 60:.4f}",
         "checkpoint.best_checkpoint_metric=accuracy", "checkpoint.maximize_best_checkpoint_metric=true",
         "checkpoint.no_epoch_checkpoints=true", "dataset.validate_interval=1",
-        *RUNS[name][1],
+        *RUNS[name][1], *extra,
     ]
     if name != "random":
         overrides.append(f"model.pretrained_checkpoint={checkpoint}")
@@ -123,12 +124,13 @@ def finetune_command(data: Path, run_dir: Path, checkpoint: Path, name: str, min
             "--config-name", "mae_ast_finetune", *overrides]
 
 
-def finetune(data: Path, run_dir: Path, checkpoint: Path, name: str, minutes: float, gpu: bool) -> None:
+def finetune(data: Path, run_dir: Path, checkpoint: Path, name: str, minutes: float, gpu: bool,
+             extra: Sequence[str] = ()) -> None:
     """One run, reused while the pretrained checkpoint and the minutes are the same; otherwise
     started afresh (a fine-tuning run of an older checkpoint is not continued)."""
     done = run_dir / ".trained_for"
     stat = checkpoint.stat()
-    command = finetune_command(data, run_dir, checkpoint, name, minutes, gpu)
+    command = finetune_command(data, run_dir, checkpoint, name, minutes, gpu, extra)
     key = f"{' '.join(command)}\n{checkpoint} {stat.st_mtime_ns}:{stat.st_size}"
     if done.exists() and done.read_text() == key and (run_dir / "checkpoints" / "checkpoint_best.pt").exists():
         log(f"fine-tuning: reusing {run_dir}")
@@ -159,17 +161,22 @@ def evaluate(run_dir: Path, data: Path, out: Path) -> dict:
 
 
 def run_finetuning(audio: Path, index: Sequence[dict], checkpoint: Path, out: Path, minutes: float,
-                   gpu: bool, jobs: int) -> dict:
-    """The whole stage; returns the report's fine-tuning section."""
-    task = make_labelled_manifests(audio, index, out, jobs)
-    data = out / "data"
+                   gpu: bool, jobs: int, runs: Sequence[str] = tuple(RUNS), extra: Sequence[str] = (),
+                   labelled: Optional[Path] = None) -> dict:
+    """The whole stage; returns the report's fine-tuning section. ``runs``: which of RUNS
+    (``pretrained`` among them); ``labelled``: the folder whose ``data/`` holds the labelled
+    manifests, to share them between stages (default ``out``)."""
+    labelled = labelled or out
+    task = make_labelled_manifests(audio, index, labelled, jobs)
+    data = labelled / "data"
     results = {}
-    for name in RUNS:
+    runs = [name for name in RUNS if name in runs]
+    for name in runs:
         run_dir = out / name
-        finetune(data, run_dir, checkpoint, name, minutes, gpu)
+        finetune(data, run_dir, checkpoint, name, minutes, gpu, extra)
         results[name] = evaluate(run_dir, data, out / f"eval_{name}")
         log(f"fine-tuning: {RUNS[name][0]}: test accuracy {results[name]['accuracy']:.3f} "
             f"({results[name]['updates']} updates)")
     return {"task": task, "minutes_per_run": minutes, "clip_seconds": CLIP_SECONDS,
-            "runs": {name: dict(results[name], title=RUNS[name][0]) for name in RUNS},
+            "runs": {name: dict(results[name], title=RUNS[name][0]) for name in runs},
             "classes": sorted(results["pretrained"]["per_class"])}

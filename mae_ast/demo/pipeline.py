@@ -51,7 +51,7 @@ def run(options: DemoOptions) -> dict:
     out = options.out.resolve()
     manifests = out / "manifests"
     timer = _Timer()
-    audio, index = _corpus(options, out)
+    audio, index = prepare_corpus(options, out)
     timer.lap("corpus")
     make_manifests(audio, manifests, options.jobs)
     if options.audio:
@@ -73,7 +73,7 @@ def run(options: DemoOptions) -> dict:
     return summary
 
 
-def _corpus(options: DemoOptions, out: Path):
+def prepare_corpus(options: DemoOptions, out: Path):
     """The audio folder to train on and its index (the chunks' categories, sources, lengths)."""
     if options.audio:
         audio = options.audio.resolve()

@@ -69,9 +69,11 @@ def _rows_by_label(index: Sequence[dict], key: str) -> Dict[str, List[dict]]:
 
 
 def run_probe(checkpoint: Path, corpus: Path, index: Sequence[dict], window: float = PROBE_SECONDS,
-              device: str = "cpu") -> Optional[dict]:
+              device: str = "cpu", baselines: bool = True, every_layer: bool = True) -> Optional[dict]:
     """{task: classes, clip and file counts, and accuracies per feature and layer}, or None
-    when the index has no classes to probe."""
+    when the index has no classes to probe. ``baselines=False``: the checkpoint's features
+    only, without the random-init and log-mel rows (half the time; they do not change along a run);
+    ``every_layer=False``: only the mean of all layers (one probe per feature instead of one per layer)."""
     from mae_ast import analysis
 
     tasks = probe_tasks(index)
@@ -80,12 +82,13 @@ def run_probe(checkpoint: Path, corpus: Path, index: Sequence[dict], window: flo
     model = analysis.load(str(checkpoint), decoder=False, device=device)
     clips = sorted({row["path"] for rows in tasks.values() for row in rows})
     seconds = {row["path"]: row["seconds"] for row in index}
-    features = embed_clips(model, corpus, [(clip, seconds[clip]) for clip in clips], window)
+    features = embed_clips(model, corpus, [(clip, seconds[clip]) for clip in clips], window, baselines)
     n_layers = len(model.encoder.layers)
-    return {task: _probe_task(rows, features, n_layers) for task, rows in tasks.items()}
+    return {task: _probe_task(rows, features, n_layers, every_layer) for task, rows in tasks.items()}
 
 
-def embed_clips(model, corpus: Path, clips: Sequence[tuple], window: float) -> Dict[str, dict]:
+def embed_clips(model, corpus: Path, clips: Sequence[tuple], window: float,
+                baselines: bool = True) -> Dict[str, dict]:
     """{feature: {clip: (rows, dim) array}} for clips given as (path in the corpus, seconds):
     the window from each clip's middle, mean-pooled over time. ``pretrained`` and ``random``
     have a row per encoder layer plus one for the mean of all layers; ``logmel`` has one row."""
@@ -94,14 +97,15 @@ def embed_clips(model, corpus: Path, clips: Sequence[tuple], window: float) -> D
 
     from mae_ast import analysis
 
-    baseline = analysis.random_init_like(model)
-    features = {name: {} for name in FEATURES}
+    baseline = analysis.random_init_like(model) if baselines else None
+    features = {name: {} for name in (FEATURES if baselines else ("pretrained",))}
     start = time.time()
     for i, (clip, seconds) in enumerate(clips):
         middle = max(0.0, (seconds - window) / 2)
         wav = analysis.read_audio(str(corpus / clip), max_seconds=window, start_seconds=middle)
-        features["logmel"][clip] = analysis.logmel(wav).mean(0).numpy()[None]
-        for kind, encoder in (("pretrained", model), ("random", baseline)):
+        if baselines:
+            features["logmel"][clip] = analysis.logmel(wav).mean(0).numpy()[None]
+        for kind, encoder in (("pretrained", model), ("random", baseline))[:2 if baselines else 1]:
             layers = torch.stack([h.mean(0) for h in analysis.embed_layers(encoder, wav)]).numpy()
             features[kind][clip] = np.concatenate([layers, layers.mean(0, keepdims=True)])
         if (i + 1) % 200 == 0:
@@ -110,16 +114,18 @@ def embed_clips(model, corpus: Path, clips: Sequence[tuple], window: float) -> D
     return features
 
 
-def _probe_task(rows: Sequence[dict], features: dict, n_layers: int) -> dict:
+def _probe_task(rows: Sequence[dict], features: dict, n_layers: int, every_layer: bool = True) -> dict:
     """One task's classes, split sizes (of the first split) and accuracies of every feature row."""
     splits = [split_by_file(rows, seed=seed) for seed in range(PROBE_SPLITS)]
     train, test = splits[0]
     result = {"classes": sorted({row["label"] for row in rows}), "splits": PROBE_SPLITS,
               "train_clips": len(train), "test_clips": len(test),
               "train_files": len({row["group"] for row in train}), "test_files": len({row["group"] for row in test})}
-    result["logmel"] = _mean_accuracy(features["logmel"], 0, splits)
-    for kind in ("pretrained", "random"):
-        result[kind] = {f"layer{layer + 1}": _mean_accuracy(features[kind], layer, splits) for layer in range(n_layers)}
+    if "logmel" in features:
+        result["logmel"] = _mean_accuracy(features["logmel"], 0, splits)
+    for kind in [kind for kind in ("pretrained", "random") if kind in features]:
+        result[kind] = {f"layer{layer + 1}": _mean_accuracy(features[kind], layer, splits)
+                        for layer in (range(n_layers) if every_layer else ())}
         result[kind]["all"] = _mean_accuracy(features[kind], n_layers, splits)  # the mean of all layers
     return result
 

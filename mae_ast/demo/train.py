@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from mae_ast import fairseq_log
 from mae_ast.core.features import SAMPLE_RATE
@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # fairseq-hydra-train sits beside this python
 VALID_SHARE = 0.05
 LOSSES = ("loss", "loss_recon", "loss_info_nce")  # what our criterion logs: 10 x recon + InfoNCE
+# the demo's pretext task, the paper's patch model's (tools/compare_recipes.py passes others)
+PAPER_PATCH = ("task.mask_type=chunk_mask",)
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -61,11 +63,14 @@ def model_overrides(gpu: bool) -> List[str]:
             "checkpoint.save_interval_updates=100", "dataset.validate_interval_updates=100"]
 
 
-def train_command(manifests: Path, run_dir: Path, minutes: float, gpu: bool) -> List[str]:
+def train_command(manifests: Path, run_dir: Path, minutes: float, gpu: bool,
+                  recipe: Sequence[str] = PAPER_PATCH) -> List[str]:
+    """``recipe``: the overrides that choose the pretext task (masking, targets, decoder
+    attention; ``+recipe=NAME``); the model size and batch stay the device's."""
     overrides = [
         f"common.user_dir={REPO / 'mae_ast'}", f"task.data={manifests}", f"hydra.run.dir={run_dir}",
         "common.log_interval=10", f"task.min_sample_size={int(MIN_SECONDS * SAMPLE_RATE)}",
-        "model.encoder_layerdrop=0", "model.max_token_length=4000", "task.mask_type=chunk_mask",
+        "model.encoder_layerdrop=0", "model.max_token_length=4000", *recipe,
         # the time limit ends the run, not the update count; fairseq counts it over resumes
         "optimization.max_update=100000", f"optimization.stop_time_hours={minutes / 60:.4f}",
         "checkpoint.keep_interval_updates=1", *model_overrides(gpu),
@@ -74,7 +79,7 @@ def train_command(manifests: Path, run_dir: Path, minutes: float, gpu: bool) -> 
             "--config-name", "mae_ast", *overrides]
 
 
-def train(manifests: Path, run_dir: Path, minutes: float, gpu: bool) -> None:
+def train(manifests: Path, run_dir: Path, minutes: float, gpu: bool, recipe: Sequence[str] = PAPER_PATCH) -> None:
     """Train until ``minutes`` of training in total; reused when that much is done already."""
     done = run_dir / ".trained_minutes"
     if done.exists() and float(done.read_text()) >= minutes and checkpoint_path(run_dir).exists():
@@ -85,7 +90,7 @@ def train(manifests: Path, run_dir: Path, minutes: float, gpu: bool) -> None:
     log(f"training: {'resuming' if resumed else 'starting'} on {'GPU' if gpu else 'CPU'} until {minutes:g} min "
         f"of training in total; log: {run_dir / 'hydra_train.log'}")
     env = dict(os.environ, OMP_NUM_THREADS=str(os.cpu_count() or 1))
-    proc = subprocess.Popen(train_command(manifests, run_dir, minutes, gpu), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(train_command(manifests, run_dir, minutes, gpu, recipe), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     tail = []  # the last lines, shown when the run fails
     for line in proc.stdout:
