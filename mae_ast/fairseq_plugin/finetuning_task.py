@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
@@ -26,7 +27,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import II, MISSING, open_dict
 
 from ..core.augment import SpecAugment
-from ..core.features import SAMPLE_RATE, samples_for_frames
+from ..core.features import SAMPLE_RATE, num_frames, samples_for_frames
 from ..labels import LabelSet, load_labels
 from ..manifest import Manifest
 from .finetuning_dataset import LabelledAudioDataset
@@ -56,8 +57,13 @@ class MAEASTFinetuningConfig(FairseqDataclass):
         default=None, metadata={"help": "leave out clips shorter than this (samples; never below 16 frames, 0.175 s)"})
     freq_mask: int = field(
         default=0, metadata={"help": "SpecAugment in training: widest frequency mask, in mel bins (0: none)"})
-    time_mask: int = field(
-        default=0, metadata={"help": "SpecAugment in training: widest time mask, in frames (0: none)"})
+    time_mask: Optional[int] = field(
+        default=None, metadata={"help": "SpecAugment in training: widest time mask, in frames (a recipe's published "
+                                        "width); null or 0: time_mask_share decides. Never over half a clip"})
+    time_mask_share: float = field(
+        default=0.0, metadata={"help": "SpecAugment in training, when time_mask is null: widest time mask as a share "
+                                       "of each clip's own frames, at most 0.5 (0.2: 19 frames on a 1 s clip, 192 on "
+                                       "a 10 s one, SSAST's AudioSet width); 0: no time mask"})
     mixup: float = field(
         default=0.0, metadata={"help": "share of training clips mixed with another clip of the batch (waveforms and "
                                        "targets, weight ~ Beta(10, 10))"})
@@ -131,6 +137,24 @@ class MAEASTFinetuningTask(AudioTask):
             mixup_prob=self.cfg.mixup if training else 0.0,
             weighted_sampling=self.cfg.weighted_sampling and training,
             max_bad_audio_fraction=self.cfg.max_bad_audio_fraction, seed=self.cfg.seed)
+        if training:
+            self.log_augmentation(self.datasets[split])
+
+    def spec_augment(self, generator: Optional[torch.Generator] = None) -> Optional[SpecAugment]:
+        """The training SpecAugment of task.freq_mask / time_mask / time_mask_share (None: off)."""
+        aug = SpecAugment(self.cfg.freq_mask, self.cfg.time_mask, generator, time_share=self.cfg.time_mask_share)
+        return aug if aug.freq_mask > 0 or aug.masks_time else None
+
+    def log_augmentation(self, dataset: LabelledAudioDataset) -> None:
+        """Say, in frames and seconds, which SpecAugment widths the training clips get."""
+        aug = self.spec_augment()
+        if aug is None:
+            logger.info("SpecAugment: off (task.freq_mask=0, no time mask)")
+            return
+        # each clip as training reads it: cropped to the window
+        samples = dataset.num_tokens_vec(np.arange(len(dataset)))
+        frames = num_frames(torch.as_tensor(samples, dtype=torch.long)).clamp_min(1).tolist()
+        logger.info(aug.describe(frames, self.cfg.feature_dim))
 
     def build_model(self, cfg, from_checkpoint=False):
         if from_checkpoint and cfg.get("pretrained_checkpoint"):
@@ -140,7 +164,8 @@ class MAEASTFinetuningTask(AudioTask):
         return super().build_model(cfg, from_checkpoint)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        if sample and "augment_seed" in sample and (self.cfg.freq_mask > 0 or self.cfg.time_mask > 0):
-            generator = torch.Generator().manual_seed(sample["augment_seed"])
-            sample["net_input"]["augment"] = SpecAugment(self.cfg.freq_mask, self.cfg.time_mask, generator)
+        if sample and "augment_seed" in sample:
+            augment = self.spec_augment(torch.Generator().manual_seed(sample["augment_seed"]))
+            if augment is not None:
+                sample["net_input"]["augment"] = augment
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
