@@ -38,6 +38,8 @@ Sections:
   0.1 as in fine-tuning, on the batch of the longest ``--clip-s``: with the CPU kernels
   (``mae_ast.core.cpu_kernels``: what training on a CPU runs) vs the same step on torch's plain
   paths (``MAE_AST_CPU_KERNELS=0``, what a GPU runs), fp32 and bf16 autocast, interleaved.
+  Then the same step with a small encoder (4 x 256) on 16 clips of 1 s and on the longest batch,
+  fp32 beside bf16 (``bf16 vs fp32``: fp32 seconds over bf16 seconds): the short-clip shapes.
 """
 import argparse
 import copy
@@ -383,6 +385,52 @@ def bench_finetune(kind, wavs, args, device):
         print(f"| {p} | {cell(plain, 'plain')} | {cell(ours, 'kernels')} | {ratio} |")
     if device.type != "cpu":
         print("(on a GPU the CPU kernels do not apply: both columns run the plain paths)")
+    if kind == args.models[0]:
+        bench_finetune_short(wavs, args, device)
+
+
+SMALL = dict(encoder_layers=4, encoder_embed_dim=256, encoder_ffn_embed_dim=1024, encoder_attention_heads=4)
+
+
+def one_second_pieces(wavs, n: int = 16):
+    """n clips of 1 s cut from the batch's clips (repeated when they hold fewer seconds)."""
+    pieces = [w[i:i + SAMPLE_RATE] for w in wavs for i in range(0, w.numel() - SAMPLE_RATE + 1, SAMPLE_RATE)]
+    return torch.stack([pieces[i % len(pieces)] for i in range(n)])
+
+
+def bench_finetune_short(wavs, args, device):
+    """A small encoder (4 x 256; --tiny: the tiny one) on 16 clips of 1 s and on the batch of the
+    longest --clip-s: the short-clip shapes the paper-size row does not cover (issue 22: bf16
+    autocast was reported 10x slower than fp32 there). fp32 and bf16 autocast, CPU kernels and
+    plain paths, interleaved."""
+    from mae_ast.core.classifier import MAEASTClassifier
+
+    cfg = paper_cfg("patch", args.tiny)
+    if not args.tiny:
+        cfg = dataclasses.replace(cfg, **SMALL)
+    cfg.dropout_input = 0.0
+    torch.manual_seed(0)
+    model = MAEASTClassifier(cfg, num_classes=20).to(device).train()
+    batches = {"16 x 1 s": one_second_pieces(wavs).to(device), f"{wavs.size(0)} x {wavs.size(1) / SAMPLE_RATE:g} s": wavs}
+    precisions = ["fp32", "bf16-autocast"]
+    steps = {}
+    for name, batch in batches.items():
+        labels = torch.arange(batch.size(0), device=device) % 20
+        for p in precisions:
+            for impl in ("kernels", "plain"):
+                steps[(name, impl, p)] = make_finetune_step(model, batch, labels, p, impl == "kernels", device)
+    times, failed = time_interleaved(steps, args.steps, args.warmup, device)
+    size = "tiny" if args.tiny else "4 x 256"
+    print(f"\n### finetune, short clips: {size} patch classifier, every token, dropout 0.1, SpecAugment; "
+          f"seconds: median (fastest) of {args.steps}")
+    print("| clips, precision | plain paths s | CPU kernels s | bf16 vs fp32 (CPU kernels) |")
+    print("|---|---|---|---|")
+    cell = lambda key: f"{times[key][0]:.3f} ({times[key][1]:.3f})" if key in times else f"fails: {failed.get(key, '?')}"  # noqa: E731
+    for name in batches:
+        for p in precisions:
+            fp32, ours = times.get((name, "kernels", "fp32")), times.get((name, "kernels", p))
+            ratio = f"{fp32[0] / ours[0]:.2f}x" if fp32 and ours else "-"
+            print(f"| {name}, {p} | {cell((name, 'plain', p))} | {cell((name, 'kernels', p))} | {ratio} |")
 
 
 def main():
