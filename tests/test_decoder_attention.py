@@ -231,17 +231,39 @@ def test_the_models_decoder_output_alone_equals_it_in_a_padded_batch(option):
     torch.testing.assert_close(batch, alone, rtol=1e-5, atol=1e-5)
 
 
+def test_the_model_lays_the_decoders_windows_on_its_token_grid():
+    """MAEAST.decode hands the decoder the (time, frequency) grid: with one local decoder layer
+    (2 x 2 windows, unshifted), changing one kept token's encoder output changes the decoder's
+    output at exactly that token's 2 x 2 block of the 6 x 8 patch grid."""
+    cfg = MAEASTConfig(encoder_layers=1, decoder_layers=1, encoder_embed_dim=DIM, decoder_embed_dim=DIM,
+                       encoder_ffn_embed_dim=32, encoder_attention_heads=HEADS, dec_sine_pos=True,
+                       max_token_length=500, dropout=0.0, attention_dropout=0.0, decoder_attention="local",
+                       decoder_window=[2, 2])
+    torch.manual_seed(0)
+    model = MAEAST(cfg).eval()
+    plan = compute_mask("random_mask", None, 0.75, (6, 8), batch_size=1, generator=torch.Generator().manual_seed(0))
+    encoded = torch.randn(1, plan.kept_idx.size(1), DIM)
+    changed = encoded.clone()
+    changed[0, 0] += torch.randn(DIM)  # not a constant: the decoder's input LayerNorm would remove it
+    with torch.no_grad():
+        moved = (model.decode(changed, plan, None, 48) - model.decode(encoded, plan, None, 48)).abs().sum(-1)[0] > 0
+    t, f = divmod(int(plan.kept_idx[0, 0]), 8)
+    block = {(t // 2 * 2 + i, f // 2 * 2 + j) for i in range(2) for j in range(2)}
+    assert {divmod(i, 8) for i in moved.nonzero().flatten().tolist()} == block
+
+
 def test_windowed_training_with_attention_dropout_on_both_paths():
     """Training with attention dropout goes through the CPU kernels or torch's plain path
     (a GPU's) on the windows too: both drop (outputs differ from dropout off), reproduce
-    under a seed, and give finite gradients."""
+    under a seed, and give finite gradients, also when a window holds padding only (clip 1
+    has 2 of 6 time steps: its windows at steps 4-5 are padding)."""
     enc = encoder_for("local-audiomae", 8, layers=2).float()
     for layer in enc.layers:
         layer.self_attn.dropout = 0.3
     x = torch.randn(2, 6 * 8, DIM)
-    padding = (torch.arange(48) >= 40)[None].expand(2, -1).clone()
+    padding = (torch.arange(48) >= 16)[None].expand(2, -1).clone()
     padding[0] = False
-    query_idx = torch.stack([torch.arange(0, 40, 3)] * 2)
+    query_idx = torch.stack([torch.arange(0, 16, 2)] * 2)
     with torch.no_grad():
         plain = enc.eval()(x, padding, query_idx=query_idx, grid=(6, 8))[0]
     enc.train()

@@ -40,6 +40,11 @@ Sections:
   paths (``MAE_AST_CPU_KERNELS=0``, what a GPU runs), fp32 and bf16 autocast, interleaved.
   Then the same step with a small encoder (4 x 256) on 16 clips of 1 s and on the longest batch,
   fp32 beside bf16 (``bf16 vs fp32``: fp32 seconds over bf16 seconds): the short-clip shapes.
+* decoder: the pre-training step of the step section (ours only) with each decoder attention
+  (``model.decoder_attention``): global (the paper's), local (Audio-MAE: 4x4-token windows,
+  every other layer shifted in time) and multi_window (MW-MAE's windows 2..125 and global heads,
+  over 12 heads), same weights, fp32 and bf16-pure, at every ``--clip-s``, interleaved; each
+  option's time over global's.
 """
 import argparse
 import copy
@@ -433,6 +438,52 @@ def bench_finetune_short(wavs, args, device):
             print(f"| {name}, {p} | {cell((name, 'plain', p))} | {cell((name, 'kernels', p))} | {ratio} |")
 
 
+# ---- decoder attention options -----------------------------------------------------------------
+def decoder_options(heads: int) -> dict:
+    """model.decoder_attention settings timed by the decoder section. multi_window: MW-MAE's
+    window sizes (2, 5, 10, 25, 50, 125 tokens, two global heads) spread over ``heads`` heads."""
+    mw = [2, 5, 10, 25, 50, 125, 2, 5, 10, 25][: max(1, heads - 2)]
+    return {"global": {},
+            "local": dict(decoder_attention="local", decoder_window=[4, 4], decoder_window_shift="time"),
+            "multi_window": dict(decoder_attention="multi_window",
+                                 decoder_head_windows=mw + [0] * (heads - len(mw)))}
+
+
+def bench_decoder(kind, source, args, device, seconds, summary):
+    from mae_ast.core import MAEAST
+
+    cfg = paper_cfg(kind, args.tiny)
+    options = decoder_options(cfg.encoder_attention_heads)
+    precisions = ["fp32", "bf16-pure"]
+    torch.manual_seed(0)
+    weights = MAEAST(cfg, mask_type=KERNELS[kind][1]).state_dict()
+    steps = {}
+    for name, settings in options.items():
+        model = MAEAST(dataclasses.replace(cfg, **settings), mask_type=KERNELS[kind][1])
+        model.load_state_dict(weights, strict=True)  # windows add no parameters: one set of weights
+        model = model.to(device).train()
+        for p in precisions:
+            steps[(name, p)] = make_step("ours", model, source, p, device)
+    times, failed = time_interleaved(steps, args.steps, args.warmup, device)
+    print(f"\n### decoder: {kind} model ({KERNELS[kind][1]}), batch {source.size(0)} x {seconds:g} s, "
+          f"{cfg.decoder_layers} decoder layers, {cfg.encoder_attention_heads} heads; pre-training step seconds: "
+          f"median (fastest) of {args.steps}, and over global's median")
+    print("| decoder attention | " + " | ".join(f"{p} s | vs global" for p in precisions) + " |")
+    print("|---|" + "---|---|" * len(precisions))
+    for name, settings in options.items():
+        cells = []
+        for p in precisions:
+            t, g = times.get((name, p)), times.get(("global", p))
+            cells.append(f"{t[0]:.2f} ({t[1]:.2f})" if t else f"fails: {failed.get((name, p), '?')}")
+            cells.append(f"{t[0] / g[0]:.2f}x" if t and g else "-")
+        label = f"{name} {settings.get('decoder_window') or settings.get('decoder_head_windows') or ''}".strip()
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    ratios = [f"{name} {times[(name, p)][0] / times[('global', p)][0]:.2f}x global's time in {p}"
+              for name in options if name != "global" for p in precisions
+              if (name, p) in times and ("global", p) in times]
+    summary.append(f"decoder, {kind}, {seconds:g} s clips: " + "; ".join(ratios))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
@@ -443,8 +494,8 @@ def main():
     ap.add_argument("--clip-s", default="1,3,10",
                     help="seconds per clip of the training batch, comma-separated: each length is timed (default 1,3,10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--sections", default="step,data,upstream,finetune",
-                    help="comma-separated: step, data, upstream, finetune")
+    ap.add_argument("--sections", default="step,data,upstream,finetune,decoder",
+                    help="comma-separated: step, data, upstream, finetune, decoder")
     ap.add_argument("--data-clips", type=int, default=20, help="clips decoded per format")
     ap.add_argument("--upstream-repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
@@ -473,10 +524,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clips = speech_clips(tmp, args.batch, max(args.clip_s))
-        if "step" in sections:
+        summary = []
+        if "step" in sections or "decoder" in sections:
             from mae_ast.core.features import fbank
 
             sources = [fbank(torch.stack([c[: int(s * SAMPLE_RATE)] for c in clips])).to(device) for s in args.clip_s]
+        if "step" in sections:
             source = sources[-1]
             n = 256 if args.tiny else 2048 if device.type == "cpu" else 8192
             peak_s = 0.3 if args.tiny else 3.0
@@ -491,7 +544,6 @@ def main():
                 minutes = step_flops(paper_cfg("patch", args.tiny), source.size(0), source.size(1)) / fp16 / 60
                 print(f"fp16 matmul on this CPU: {fp16 / 1e9:.2f} GFLOP/s (256^3), so the original's fp16 "
                       f"(common.fp16=true) is not timed here: one step would take about {minutes:.0f} min")
-            summary = []
             for seconds, source in zip(args.clip_s, sources):
                 for kind in args.models:
                     bench_steps(kind, source, args, device, peaks, summary, seconds)
@@ -505,7 +557,11 @@ def main():
             wavs = torch.stack([c[: int(max(args.clip_s) * SAMPLE_RATE)] for c in clips]).to(device)
             for kind in args.models:
                 bench_finetune(kind, wavs, args, device)
-        if "step" in sections:
+        if "decoder" in sections:
+            for seconds, source in zip(args.clip_s, sources):
+                for kind in args.models:
+                    bench_decoder(kind, source, args, device, seconds, summary)
+        if summary:
             print("\n" + "\n".join(summary))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes slow every row alike)")
 
