@@ -11,7 +11,8 @@
 #   GPU_CHECK_PYTHON=python3   use this Python instead of setting up .venv (one with the
 #                              project's packages, e.g. a GPU image's own with wheels added)
 #   GPU_CHECK_WHEELS=DIR       pip-install the wheels and sdists in DIR (no index, no network) into
-#                              /tmp/gpu_check_site first and put it on PYTHONPATH
+#                              /tmp/gpu_check_site first and put it on PYTHONPATH; tools/gpu_wheels.sh
+#                              prepares .whl (and .espeak) for this workplace's H200
 #   GPU_CHECK_OUT=DIR          where gpu_check.log and summary.txt go (default /tmp/gpu_check_out)
 #   GPU_CHECK_BUDGET_S=480     the whole check's time; a command still running then is stopped
 #   GPU_CHECK_DEVICE=cpu       run the pipeline on the CPU (fp16 and amp skipped, tiny models):
@@ -43,6 +44,7 @@ fi
 
 if [ -n "${GPU_CHECK_WHEELS:-}" ]; then
   SITE=/tmp/gpu_check_site
+  rm -rf "$SITE"  # a warm machine keeps the last run's packages: start from the wheels given
   # sdists too (fairseq-fixed has no wheel: it builds its extensions against the torch there)
   if ! "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
        --no-build-isolation --target "$SITE" $(ls "$GPU_CHECK_WHEELS"/*.whl "$GPU_CHECK_WHEELS"/*.tar.gz 2>/dev/null); then
