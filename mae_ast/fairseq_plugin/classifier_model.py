@@ -50,6 +50,10 @@ class MAEASTClassifierConfig(FairseqDataclass, MAEASTConfig):
         default=1.0, metadata={"help": "layer-wise lr decay: encoder layer i learns at lr * layer_decay ** (depth "
                                        "of the head - its depth); < 1 needs the composite optimizer with dynamic groups, "
                                        "as config/finetune/mae_ast_finetune.yaml sets it"})
+    freeze_encoder_updates: int = field(
+        default=0, metadata={"help": "train the head alone (the encoder without gradients, as a linear probe) for the "
+                                     "first this many updates, then the whole model: the random head's first "
+                                     "gradients do not reach a pre-trained encoder"})
     num_classes: int = field(default=0, metadata={"help": "output classes: set from task's labels.csv"})
     label_names: Optional[List[str]] = field(
         default=None, metadata={"help": "class index -> name: set from the task's labels.csv, saved in checkpoints"})
@@ -70,6 +74,7 @@ class MAEASTClassifierModel(MAEASTClassifier, BaseFairseqModel):
         encoder_cfg = model_config(cfg)  # the MAEASTConfig fields of the model config
         model = cls(encoder_cfg, cfg.num_classes, task.cfg.feature_dim, cfg.head_dropout, cfg.freeze_encoder)
         model.precision = PRECISIONS[str(cfg.autocast_dtype)]
+        model.freeze_encoder_updates = cfg.freeze_encoder_updates
         if cfg.pretrained_checkpoint:
             # fairseq-hydra-train runs in hydra.run.dir: a relative path means where it was started
             path = to_absolute_path(cfg.pretrained_checkpoint)
@@ -90,8 +95,23 @@ class MAEASTClassifierModel(MAEASTClassifier, BaseFairseqModel):
                     param.optim_overrides = {"optimizer": {"lr_scale": scales[name]}}
         return model
 
+    freeze_encoder_updates, num_updates = 0, 0
+
+    def set_num_updates(self, num_updates):
+        """fairseq's task calls this before each training step's forward."""
+        super().set_num_updates(num_updates)
+        self.num_updates = num_updates
+
     def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None, augment=None, **unused):
-        return super().forward(wavs, lengths, augment=augment, precision=self.precision)
+        # the head's warm-up: no gradients into the encoder (its parameters get none, so Adam
+        # leaves them and their moments as they are); dropout and normalisation stay in training mode
+        warming_up = self.training and self.num_updates < self.freeze_encoder_updates
+        frozen = self.freeze_encoder
+        self.freeze_encoder = frozen or warming_up
+        try:
+            return super().forward(wavs, lengths, augment=augment, precision=self.precision)
+        finally:
+            self.freeze_encoder = frozen
 
     def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         """fairseq's restore (checkpoint_last.pt when resuming): say what differs, e.g. a label
