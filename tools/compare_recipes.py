@@ -17,13 +17,12 @@ audiomae, mwmae, eat_masking (config/pretrain/recipe/*.yaml; docs/recipes.md).
 """
 # This file is only the command line: the work is mae_ast.demo.compare's.
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from mae_ast.cli import EXIT_CODES_HELP
 from mae_ast.demo.compare import RECIPES, CompareOptions, check_recipes, run
-from mae_ast.demo.packages import PACKAGES
+from mae_ast.demo.pipeline import add_corpus_arguments, check_corpus_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,12 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--points", type=int, default=4, help="checkpoints scored along each run, evenly spaced (default 4)")
     p.add_argument("--finetune-minutes", type=float, default=0,
                    help="fine-tune each recipe's last checkpoint on the demo's labelled task this long (default 0: no)")
-    p.add_argument("--hours-of-audio", type=float, default=1.5, help="size of the demo corpus (default 1.5)")
-    p.add_argument("--audio", type=Path, help="your own audio folder (sub-folders: the probe's classes)")
-    p.add_argument("--packages", default=",".join(PACKAGES), help="Debian packages of the demo corpus (default: all)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "compare", help="work folder (default runs/compare)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the corpus and manifests")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    add_corpus_arguments(p)  # the demo's: --hours-of-audio, --audio (sub-folders: the probe's classes), ...
     args = p.parse_args(argv)
     args.recipes = [name for name in args.recipes.split(",") if name]
     problem = check_recipes(args.recipes)
@@ -53,11 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--points {args.points}: at least 1")
     if not args.finetune_minutes >= 0:
         p.error(f"--finetune-minutes {args.finetune_minutes}: zero (none) or more")
-    if args.audio is not None and not args.audio.is_dir():
-        p.error(f"--audio {args.audio} is not a folder")
-    unknown = [name for name in args.packages.split(",") if name and name not in PACKAGES]
-    if unknown:
-        p.error(f"--packages: unknown {', '.join(unknown)}; choose from {', '.join(PACKAGES)}")
+    check_corpus_arguments(p, args)
     return args
 
 
@@ -65,7 +56,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run(CompareOptions(out=args.out, recipes=args.recipes, minutes=args.minutes, points=args.points,
                        finetune_minutes=args.finetune_minutes, hours_of_audio=args.hours_of_audio,
-                       packages=[name for name in args.packages.split(",") if name], audio=args.audio,
+                       packages=args.packages, audio=args.audio,
                        jobs=args.jobs, cpu=args.cpu, command_line=sys.argv[1:] if argv is None else list(argv)))
 
 

@@ -25,16 +25,13 @@ DIR holds sub-folders, which then serve as the probe's and fine-tuning's classes
 """
 # This file is only the command line: the steps live in the package mae_ast.demo.
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from mae_ast.cli import EXIT_CODES_HELP
-from mae_ast.demo.packages import PACKAGES
-from mae_ast.demo.pipeline import DemoOptions, run
+from mae_ast.demo.pipeline import DemoOptions, add_corpus_arguments, check_corpus_arguments, run
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_HOURS = 10.0  # about what the eight packages hold
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,29 +40,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=7, help="training time in minutes, in total over reruns (default 7)")
     p.add_argument("--finetune-minutes", type=float, default=1.5,
                    help="minutes of each of the three fine-tuning runs (default 1.5; 0 skips fine-tuning)")
-    p.add_argument("--hours-of-audio", type=float, default=1.5,
-                   help="size of the built-in corpus in hours (default 1.5; at most ~10)")
-    p.add_argument("--audio", type=Path, help="your own audio folder instead of the built-in corpus")
-    p.add_argument("--packages", default=",".join(PACKAGES),
-                   help="Debian packages for the built-in corpus, comma-separated (default: all eight)")
     p.add_argument("--out", type=Path, default=REPO / "demo_runs" / "default", help="work folder (default demo_runs/default)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the corpus and manifests")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    add_corpus_arguments(p)
     args = p.parse_args(argv)
     # wrong flags fail here, before minutes of corpus building and training
     if not args.minutes > 0:
         p.error(f"--minutes {args.minutes}: the training time must be positive")
     if not args.finetune_minutes >= 0:
         p.error(f"--finetune-minutes {args.finetune_minutes}: zero (no fine-tuning) or more")
-    if not 0 < args.hours_of_audio <= MAX_HOURS:
-        p.error(f"--hours-of-audio {args.hours_of_audio}: between 0 and {MAX_HOURS} (what the packages hold)")
-    if args.jobs < 1:
-        p.error(f"--jobs {args.jobs}: at least 1")
-    if args.audio is not None and not args.audio.is_dir():
-        p.error(f"--audio {args.audio} is not a folder")
-    unknown = [name for name in args.packages.split(",") if name and name not in PACKAGES]
-    if unknown:
-        p.error(f"--packages: unknown {', '.join(unknown)}; choose from {', '.join(PACKAGES)}")
+    check_corpus_arguments(p, args)
     return args
 
 
@@ -73,7 +56,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     run(DemoOptions(out=args.out, minutes=args.minutes, finetune_minutes=args.finetune_minutes,
                     hours_of_audio=args.hours_of_audio,
-                    packages=[name for name in args.packages.split(",") if name], audio=args.audio,
+                    packages=args.packages, audio=args.audio,
                     jobs=args.jobs, cpu=args.cpu, command_line=sys.argv[1:] if argv is None else list(argv)))
 
 

@@ -195,20 +195,24 @@ def score_point(point: Path, minutes: float, run_dir: Path, audio: Path, index, 
             "probe_detail": probe}
 
 
-def seen(records, updates: int) -> Tuple[int, int]:
-    """Clips and masked tokens (the loss's tokens, K per clip's mask with masks_per_clip) trained
-    on in the first ``updates`` updates, from the train_inner records' per-update means."""
+def seen(records, updates: int) -> Tuple[Optional[int], Optional[int]]:
+    """Clips and masked tokens (the loss's tokens: all K copies' with masks_per_clip) trained on in
+    the first ``updates`` updates, from the train_inner records' per-update means (one record
+    every 10 updates); the updates after the last record count at its means. (None, None)
+    before the first record."""
     clips = tokens = 0.0
-    last = 0
+    last, means = 0, None
     for record in fairseq_log.last_per_update(records, "train_inner"):
         update = int(record.number("num_updates"))
         if update > updates:
             break
-        span = update - last
-        clips += span * (record.number("bsz") or 0)
-        tokens += span * (record.number("wpb") or 0)
+        means = (record.number("bsz") or 0.0, record.number("wpb") or 0.0)
+        clips += (update - last) * means[0]
+        tokens += (update - last) * means[1]
         last = update
-    return int(round(clips)), int(round(tokens))
+    if means is None:
+        return None, None
+    return int(round(clips + (updates - last) * means[0])), int(round(tokens + (updates - last) * means[1]))
 
 
 # ---- the comparison's outputs ------------------------------------------------------------------

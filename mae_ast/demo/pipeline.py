@@ -3,6 +3,7 @@
 Every step keeps its result in the work folder and is reused on the next run when nothing it
 depends on changed (corpus plan, audio folder, training minutes, checkpoint).
 """
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,40 @@ class DemoOptions:
     jobs: int = 1  # processes for the corpus and the manifests
     cpu: bool = False  # train on the CPU even when a GPU is there
     command_line: List[str] = field(default_factory=list)  # shown in the report
+
+
+MAX_HOURS = 10.0  # about what the eight packages hold
+
+
+def add_corpus_arguments(p) -> None:
+    """The flags that choose the audio and where the work runs (tools/demo.py's and
+    tools/compare_recipes.py's); ``check_corpus_arguments`` validates them."""
+    from .packages import PACKAGES
+
+    p.add_argument("--hours-of-audio", type=float, default=1.5,
+                   help="size of the built-in corpus in hours (default 1.5; at most ~10)")
+    p.add_argument("--audio", type=Path, help="your own audio folder instead of the built-in corpus")
+    p.add_argument("--packages", default=",".join(PACKAGES),
+                   help="Debian packages for the built-in corpus, comma-separated (default: all eight)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the corpus and manifests")
+    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+
+
+def check_corpus_arguments(p, args) -> None:
+    """Wrong flags fail here, before minutes of corpus building and training; ``args.packages``
+    becomes a list."""
+    from .packages import PACKAGES
+
+    if not 0 < args.hours_of_audio <= MAX_HOURS:
+        p.error(f"--hours-of-audio {args.hours_of_audio}: between 0 and {MAX_HOURS} (what the packages hold)")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: at least 1")
+    if args.audio is not None and not args.audio.is_dir():
+        p.error(f"--audio {args.audio} is not a folder")
+    args.packages = [name for name in args.packages.split(",") if name]
+    unknown = [name for name in args.packages if name not in PACKAGES]
+    if unknown:
+        p.error(f"--packages: unknown {', '.join(unknown)}; choose from {', '.join(PACKAGES)}")
 
 
 class _Timer:
