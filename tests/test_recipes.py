@@ -25,6 +25,13 @@ RECIPES = {
 SECTIONS = {"task": MAEASTPretrainingConfig, "model": MAEASTModelConfig, "criterion": MAEASTCriterionConfig}
 
 
+def test_mwmae_gives_every_head_of_the_shipped_config_a_window():
+    base = OmegaConf.load(REPO / "config" / "pretrain" / "mae_ast.yaml")
+    windows = OmegaConf.load(RECIPE_DIR / "mwmae.yaml").model.decoder_head_windows
+    assert len(windows) == base.model.encoder_attention_heads  # the decoder shares the encoder's heads
+    assert set(windows) == {2, 5, 10, 25, 50, 125, 0}  # MW-MAE's sizes, 0 = global
+
+
 def flat(cfg, prefix=""):
     for key, value in cfg.items():
         if isinstance(value, dict):
