@@ -64,7 +64,8 @@ def test_compare_writes_table_plot_and_page_and_reuses_finished_recipes(tmp_path
     eat = summary["recipes"][1]
     assert "+recipe=eat_masking" in eat["overrides"]
     run_log = (out / "recipes" / "eat_masking" / "run" / "hydra_train.log").read_text()
-    assert "'masks_per_clip': 16" in run_log and "'mask_type': 'inverse_block'" in run_log
+    assert "'masks_per_clip': 16" in run_log and "'mask_type': inverse_block" in run_log
+    assert "'max_tokens': 320000" in run_log  # the demo's batch for every recipe, not EAT's
     table = (out / "compare.md").read_text().splitlines()
     assert table[0].startswith("| recipe | minutes | updates | s / update") and "probe category" in table[0]
     assert len(table) == 2 + 4  # header, rule, two recipes x two points

@@ -284,7 +284,8 @@ def render(summary: dict) -> str:
              "demo's linear probe (logistic regression on the mean of all encoder layers' outputs over 2 s windows, "
              "split by source file; test accuracy, mean of 3 splits). Masked tokens seen count every masked copy "
              "of a clip.</p>",
-             html.table(header, rows), "<img src='accuracy.png'>", "<h2>Recipes</h2>"]
+             html.table(header, [["" if x is None else x for x in row] for row in rows]),
+             "<img src='accuracy.png'>", "<h2>Recipes</h2>"]
     for r in results:
         parts.append(f"<h3>{escape(r['name'])}</h3><p>{escape(r['title'])}: <code>"
                      f"{escape(' '.join(r['overrides']))}</code></p>")
