@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mae_ast.core.masking import (BLOCK_SHARE_ADJUST, CHUNK_SIDES, UNCOVERED, chunk_scores,
+from mae_ast.core.masking import (BLOCK_SHARE_ADJUST, CHUNK_SIDES, MASK_TYPES, UNCOVERED, chunk_scores,
                                   compute_mask, num_kept)
 
 DRAWS = 300
@@ -98,6 +98,11 @@ def shape_stats(m):
         "largest kept component": sizes_k.max(initial=0),
         "masked in solid squares": in_solid_squares(m),
         "kept in solid squares": in_solid_squares(~m),
+        # where masks fall: top-left placement, centred blocks and spans that fit show at the edges
+        "first time steps masked": m[:2].mean(),
+        "last time steps masked": m[-2:].mean(),
+        "first frequency patch masked": m[:, 0].mean(),
+        "last frequency patch masked": m[:, -1].mean(),
     }
 
 
@@ -205,3 +210,64 @@ def test_chunks_stay_in_each_examples_valid_steps():
     padded = plan.masked_tokens(320).view(DRAWS, *grid)[:, :20].numpy()
     rng = random.Random(0)
     assert_same_distribution(padded, [ssast_reference((20, 8), p, rng) for _ in range(DRAWS)])
+
+
+def test_inverse_blocks_stay_in_each_examples_valid_steps():
+    grid, p = (64, 8), 0.8
+    padding = torch.zeros(DRAWS, 512, dtype=torch.bool)
+    padding[:, 256:] = True  # 32 valid time steps of 64
+    plan = compute_mask("inverse_block", padding, p, grid, generator=torch.Generator().manual_seed(0))
+    padded = plan.masked_tokens(512).view(DRAWS, *grid)[:, :32].numpy()
+    rng = random.Random(0)
+    assert_same_distribution(padded, [eat_reference((32, 8), p, 5, rng) for _ in range(DRAWS)])
+
+
+def test_a_clip_of_one_time_step_beside_longer_ones():
+    padding = torch.zeros(4, 320, dtype=torch.bool)
+    padding[0, 8:] = True  # one valid time step of 8 patches
+    for seed in range(20):
+        plan = compute_mask("chunk_mask", padding, 0.75, (40, 8), generator=torch.Generator().manual_seed(seed))
+        assert int(plan.kept_valid[0].sum()) == 2 and int(plan.masked_valid[0].sum()) == 6
+
+
+@pytest.mark.parametrize("mask_type", MASK_TYPES)
+def test_a_generator_makes_masks_reproducible(mask_type):
+    def draw(seed):
+        return compute_mask(mask_type, None, 0.75, (40, 8), generator=torch.Generator().manual_seed(seed),
+                            batch_size=4).masked_tokens(320)
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+
+
+def test_defaults_one_example_and_spans_of_ten():
+    assert compute_mask("random_mask", None, 0.75, (40, 8)).kept_idx.shape == (1, 80)
+    masked = ours("retain_spans", (500, 1), 0.74, 0)[:, :, 0]
+    runs = [len(r) for m in masked for r in np.split(m, np.flatnonzero(np.diff(m)) + 1) if r[0]]
+    assert min(runs) == 10, "an unmerged span is exactly mask_length long"
+
+
+def test_without_padding_every_slot_is_real():
+    """No validity masks without padding: the step stays free of host synchronisation."""
+    for mask_type in ("random_mask", "chunk_mask", "inverse_block"):
+        plan = compute_mask(mask_type, None, 0.75, (40, 8), batch_size=2)
+        assert plan.kept_valid is None and plan.masked_valid is None
+
+
+def test_at_least_one_token_is_kept():
+    assert num_kept(20, 0.99) == 1 and int(num_kept(torch.tensor([20]), 0.99)) == 1
+    # spans that cover a whole short clip still leave one token to the encoder
+    plan = compute_mask("retain_spans", None, 1.45, (5, 1), mask_length=10, batch_size=3)
+    assert plan.kept_idx.shape == (3, 1)
+
+
+def test_span_count_is_wav2vec2s():
+    """int(p T / L + U) spans, at least 2: single-token spans (L = 1) count them exactly."""
+    masked = compute_mask("retain_spans", None, 0.37, (100, 1), mask_length=1, batch_size=4000,
+                          generator=torch.Generator().manual_seed(0)).masked_tokens(100)
+    assert abs(masked.sum(1).float().mean().item() - 37.0) < 0.1  # E[floor(x + U)] = x
+    few = compute_mask("retain_spans", None, 0.005, (100, 1), mask_length=1, batch_size=100).masked_tokens(100)
+    assert (few.sum(1) == 2).all(), "at least two spans"
+
+
+def test_an_unknown_mask_type_is_named():
+    with pytest.raises(ValueError, match="unknown mask_type 'chunks'; choose one of"):
+        compute_mask("chunks", None, 0.75, (40, 8))

@@ -187,11 +187,13 @@ def chunk_scores(batch, grid, steps, keep, mask_prob, device, generator=None) ->
     need = (steps.view(batch) * n_freq - torch.as_tensor(keep, device=device)).view(batch, 1)
     side = torch.randint(lo, hi + 1, (batch, 1, 1), device=device, generator=generator)
     first_cover = torch.full((batch, n_time * n_freq), UNCOVERED, device=device)
+    # a chunk near a padded clip's end reaches into padding: only its valid tokens count
+    in_clip = (torch.arange(n_time * n_freq, device=device) // n_freq).view(1, 1, -1) < steps
     drawn, num_chunks = 0, chunk_count(grid, mask_prob)
     for _ in range(MAX_CHUNK_ROUNDS):
         t0 = (torch.rand(batch, num_chunks, 1, device=device, generator=generator) * steps).long()
         f0 = torch.randint(0, n_freq, (batch, num_chunks, 1), device=device, generator=generator)
-        covers = square_cover(t0, f0, side, grid, device)  # (B, chunks, T)
+        covers = square_cover(t0, f0, side, grid, device) & in_clip  # (B, chunks, T), valid steps only
         order = torch.arange(drawn, drawn + num_chunks, device=device, dtype=torch.float32).view(1, -1, 1)
         first_cover = torch.minimum(first_cover, torch.where(covers, order, UNCOVERED).amin(dim=1))
         drawn += num_chunks
