@@ -110,8 +110,8 @@ def finetune_command(data: Path, run_dir: Path, checkpoint: Path, name: str, min
         "common.log_interval=10", f"task.max_sample_size={int(CLIP_SECONDS * 16000)}",
         "model.max_token_length=4000", "model.encoder_layerdrop=0", "dataset.batch_size=16",
         "dataset.num_workers=1", "optimization.lr=[0.002]" if name == "probe" else "optimization.lr=[0.0005]",
-        # a minute or two is about one epoch: no SpecAugment, which pays off over many epochs
-        "task.freq_mask=0", "task.time_mask=0",
+        # SpecAugment as the base config sets it (a frequency band and a time band of at most a
+        # fifth of each clip, logged at the start): the same defaults a user's class folders get
         "optimization.max_update=100000", "optimization.max_epoch=0",
         f"optimization.stop_time_hours={minutes / 60:.4f}",
         "checkpoint.best_checkpoint_metric=accuracy", "checkpoint.maximize_best_checkpoint_metric=true",
