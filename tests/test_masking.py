@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mae_ast.core.masking import (BLOCK_SHARE_ADJUST, CHUNK_SIDES, MASK_TYPES, UNCOVERED, chunk_scores,
+from mae_ast.core.masking import (BLOCK_SHARE_ADJUST, CHUNK_SIDES, MASK_TYPES, UNCOVERED, block_scores, chunk_scores,
                                   compute_mask, num_kept)
 
 DRAWS = 300
@@ -124,8 +124,9 @@ def assert_same_distribution(ours_masks, ref_masks, z=5.0):
 
 
 # ---- the tests --------------------------------------------------------------------------------
-@pytest.mark.parametrize("grid, p", [((40, 8), 0.75), ((64, 8), 0.5), ((30, 8), 0.9)])
+@pytest.mark.parametrize("grid, p", [((40, 8), 0.75), ((64, 8), 0.5), ((30, 8), 0.9), ((5, 8), 0.9)])
 def test_chunk_mask_is_ssast(grid, p):
+    """(5, 8) at 0.9 needs several rounds of chunks: their order carries over."""
     rng = random.Random(0)
     assert_same_distribution(ours("chunk_mask", grid, p, 0), [ssast_reference(grid, p, rng) for _ in range(DRAWS)])
 
@@ -188,15 +189,74 @@ def test_kept_count_is_the_originals(mask_type, tokens, p):
 
 @pytest.mark.parametrize("grid", [(3, 8), (6, 8), (12, 8), (64, 8), (100, 1), (8, 2)])
 @pytest.mark.parametrize("p", [0.5, 0.75, 0.9])
-def test_masked_tokens_are_always_chunk_tokens(grid, p):
+@pytest.mark.parametrize("steps", ["all", "half"])
+def test_masked_tokens_are_always_chunk_tokens(grid, p, steps):
     """Chunks are drawn until they cover what is masked: no token is masked at random, even on
-    tiny grids at high ratios where one round of chunks is not enough."""
-    tokens = grid[0] * grid[1]
+    tiny grids at high ratios where one round of chunks is not enough, and in a padded clip
+    (whose chunks reach into padding: only its own tokens count)."""
+    valid_steps = grid[0] if steps == "all" else max(1, grid[0] // 2)
+    tokens = valid_steps * grid[1]
     gen = torch.Generator().manual_seed(0)
     keep = max(1, int((1 - p) * tokens))
-    scores = chunk_scores(200, grid, torch.full((200, 1, 1), grid[0]), keep, p, None, gen)
-    highest_masked = scores.sort(1).values[:, tokens - keep - 1]
+    scores = chunk_scores(200, grid, torch.full((200, 1, 1), valid_steps), keep, p, None, gen)
+    highest_masked = scores[:, :tokens].sort(1).values[:, tokens - keep - 1]
     assert (highest_masked < UNCOVERED).all()
+
+
+def test_each_clip_draws_one_side_of_3_to_5():
+    """The first chunk of each clip (score below 1), where the grid does not clip it, is a
+    square of side 3, 4 or 5, and every side occurs."""
+    gen = torch.Generator().manual_seed(0)
+    scores = chunk_scores(600, (40, 8), torch.full((600, 1, 1), 40), 80, 0.75, None, gen).view(600, 40, 8)
+    sides = []
+    for first in (scores < 1).numpy():
+        t, f = np.nonzero(first)
+        if t.max() < 39 and f.max() < 7:  # not clipped at the far edges
+            assert t.max() - t.min() == f.max() - f.min() and len(t) == (t.max() - t.min() + 1) ** 2
+            sides.append(t.max() - t.min() + 1)
+    assert set(sides) == {3, 4, 5}
+
+
+def test_order_inside_a_chunk_is_drawn_per_clip():
+    """Which part of the last chunk is masked is random for each clip (the scores' fractions)."""
+    gen = torch.Generator().manual_seed(0)
+    chunk = chunk_scores(2, (40, 8), torch.full((2, 1, 1), 40), 80, 0.75, None, gen)
+    block = block_scores(2, (40, 8), torch.full((2, 1, 1), 40), 0.8, 5, None, gen)
+    for scores in (chunk, block):
+        both = (scores < UNCOVERED).all(0)  # (an uncovered token's score has no fraction left)
+        differ = (scores[0, both].frac() - scores[1, both].frac()).abs() > 0.01
+        assert differ.float().mean() > 0.9
+
+
+def test_chunks_of_later_rounds_come_after_and_stay_apart():
+    """On a tiny grid at a high ratio several rounds are drawn: every chunk keeps its own
+    place in the order (scores >= 0, one chunk per integer level, each within a 5x5 square)."""
+    gen = torch.Generator().manual_seed(0)
+    scores = chunk_scores(200, (3, 8), torch.full((200, 1, 1), 3), 1, 0.99, None, gen)
+    assert (scores >= 0).all()
+    for row in scores.view(200, 3, 8):
+        level = row.floor()
+        for value in level.unique():
+            if value < UNCOVERED:
+                t, f = torch.nonzero(level == value, as_tuple=True)
+                assert t.max() - t.min() < 5 and f.max() - f.min() < 5
+
+
+def test_an_inverse_block_is_a_square_around_its_centre():
+    """One block per clip (p = 0.95 on 320 tokens): its tokens (score 1 and above), where the
+    grid does not clip it, are a solid 5x5 square."""
+    gen = torch.Generator().manual_seed(0)
+    scores = block_scores(400, (40, 8), torch.full((400, 1, 1), 40), 0.95, 5, None, gen).view(400, 40, 8)
+    seen, top, bottom = 0, set(), set()
+    for block in (scores >= 1).numpy():
+        t, f = np.nonzero(block)
+        if t.min() > 0 and t.max() < 39 and f.min() > 0 and f.max() < 7:
+            seen += 1
+            assert len(t) == 25 and t.max() - t.min() == 4 and f.max() - f.min() == 4
+        (top if t.min() == 0 else bottom if t.max() == 39 else set()).add(t.max() - t.min() + 1)
+    assert seen > 50
+    # centred: a block at either end of the clip keeps 3 to 5 of its rows, never fewer
+    assert top == bottom == {3, 4, 5}, (top, bottom)
 
 
 def test_chunks_stay_in_each_examples_valid_steps():
@@ -233,7 +293,8 @@ def test_a_clip_of_one_time_step_beside_longer_ones():
 @pytest.mark.parametrize("mask_type", MASK_TYPES)
 def test_a_generator_makes_masks_reproducible(mask_type):
     def draw(seed):
-        return compute_mask(mask_type, None, 0.75, (40, 8), generator=torch.Generator().manual_seed(seed),
+        # p = 0.77: a fractional span count, so its random rounding shows too
+        return compute_mask(mask_type, None, 0.77, (40, 8), generator=torch.Generator().manual_seed(seed),
                             batch_size=4).masked_tokens(320)
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
 
