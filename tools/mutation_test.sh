@@ -19,7 +19,7 @@ else
   # the quick tests that exercise each file that is routinely mutation-tested
   case "$file" in
     mae_ast/core/masking.py)    tests="tests/test_masking.py tests/test_core.py tests/test_padding.py" ;;
-    mae_ast/core/loss.py)       tests="tests/test_loss.py tests/test_core.py tests/test_padding.py" ;;
+    mae_ast/core/loss.py)       tests="tests/test_loss.py tests/test_masks_per_clip.py tests/test_core.py tests/test_padding.py" ;;
     mae_ast/core/metrics.py)    tests="tests/test_finetune_units.py tests/test_classify_tools.py" ;;
     mae_ast/core/features.py)   tests="tests/test_audio.py tests/test_extractor.py" ;;
     mae_ast/core/extractor.py)  tests="tests/test_extractor.py tests/test_batch_independence.py tests/test_hear.py" ;;
