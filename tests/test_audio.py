@@ -87,6 +87,22 @@ def test_fbank_batched_with_padding_equals_one_by_one(speech_wavs):
             assert not torch.allclose(feats[i, n:n + 1], alone[-1:], atol=1e-2)
 
 
+@pytest.mark.parametrize("samples", [0, 399, 400, 559, 560, 561, 16000])
+def test_fbank_frame_counts_at_the_window_edges_equal_torchaudio_kaldi(samples):
+    """One 400-sample window gives one frame, one sample less gives none; ints, tensors, 1-D
+    input and float64 input agree (the features are float32 whatever comes in)."""
+    wav = torch.randn(samples, generator=torch.Generator().manual_seed(samples), dtype=torch.float64) * 0.1
+    expected = 0 if samples < 400 else kaldi.fbank(wav.float()[None], sample_frequency=16000, use_energy=False,
+                                                    num_mel_bins=128).shape[0]
+    assert num_frames(samples) == expected == {0: 0, 399: 0, 400: 1, 559: 1, 560: 2, 561: 2, 16000: 98}[samples]
+    assert num_frames(torch.tensor([samples, 400])).tolist() == [expected, 1]
+    one = fbank(wav)  # 1-D: one clip
+    assert one.shape == (1, expected, 128) and one.dtype == torch.float32
+    two = fbank(torch.stack([wav, wav]).float())
+    assert two.shape == (2, expected, 128)
+    torch.testing.assert_close(two[1:], one)
+
+
 # ---- whole-file reads ------------------------------------------------------------------------
 def test_read_flac_16k_is_exact(files):
     got = audio.read(str(files["paths"]["flac16"]))

@@ -142,6 +142,10 @@ def test_segment_plan_and_windows():
     spans = list(windows(model, total, steps_per_window=12))
     assert [s for s, _ in spans] == [k * 12 * 16 * 160 for k in range(6)]  # 62 steps: 5 x 12 + 2
     assert sum(num_steps(model, n) for _, n in spans) == num_steps(model, total)
+    assert [n for _, n in spans] == [400 + (12 * 16 - 1) * 160] * 5 + [total - 5 * 12 * 16 * 160]
+    # a frame model (2 x 128): steps of 2 frames, so the time axis is the one that counts
+    frame = model_of(FRAME)
+    assert list(windows(frame, 3 * SR + 5, steps_per_window=50)) == [(0, 16240), (16000, 16240), (32000, 16005)]
 
 
 # ---- extract_at_hop: finer time steps from shifted copies ------------------------------------

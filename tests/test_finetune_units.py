@@ -80,6 +80,50 @@ def test_training_logs_accuracy_from_counts_and_no_whole_set_figures():
     assert "mAP" not in values and "roc_auc" not in values
 
 
+
+def edge_case_scores():
+    """10 clips x 4 classes, random scores with a few ties; class 0's lowest-scored clip is
+    positive, class 1 has one positive, class 2 one negative, class 3 soft targets of exactly
+    0.5 (negative: positive means > 0.5) beside 0.9s."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(10, 4, generator=g).round(decimals=1)
+    targets = torch.zeros(10, 4)
+    targets[scores[:, 0].argmin(), 0] = 1
+    targets[[1, 4], 0] = 1
+    targets[6, 1] = 1
+    targets[:, 2] = 1
+    targets[2, 2] = 0
+    targets[[0, 3, 5], 3] = 0.5
+    targets[[1, 7], 3] = 0.9
+    return scores, targets
+
+
+def test_metrics_equal_sklearn_at_the_edges_of_a_class():
+    scores, targets = edge_case_scores()
+    positives = (targets > 0.5).int()
+    ap, auc = metrics.average_precision(scores, targets), metrics.roc_auc(scores, targets)
+    for c in range(4):
+        assert ap[c].item() == pytest.approx(average_precision_score(positives[:, c], scores[:, c]), abs=1e-12), c
+        assert auc[c].item() == pytest.approx(roc_auc_score(positives[:, c], scores[:, c]), abs=1e-12), c
+    assert positives[scores[:, 0].argmin(), 0] == 1 and positives[:, 1].sum() == 1 and positives[:, 2].sum() == 9
+
+
+def test_single_label_summary_is_accuracy_and_map():
+    scores, _ = edge_case_scores()
+    labels = torch.tensor([3, 1, 2, 2, 0, 3, 1, 1, 0, 2])
+    single = torch.eye(4)[labels]
+    figures = metrics.summary(scores, single, multi_label=False)
+    assert set(figures) == {"mAP", "accuracy"}
+    assert figures["accuracy"] == pytest.approx(accuracy_score(labels, scores.argmax(1)))
+    assert figures["accuracy"] != pytest.approx(float((scores.argmax(1) == labels[0]).float().mean())), "the test can tell"
+    assert figures["mAP"] == pytest.approx(np.mean([average_precision_score(single[:, c], scores[:, c]) for c in range(4)]))
+
+
+def test_a_set_without_any_scorable_class_reports_nan():
+    scores = torch.rand(5, 3)
+    figures = metrics.summary(scores, torch.zeros(5, 3), multi_label=True)
+    assert np.isnan(figures["mAP"]) and np.isnan(figures["roc_auc"])
+
 # ---- losses -----------------------------------------------------------------------------------
 class _Task:
     def __init__(self, multi_label):

@@ -414,6 +414,7 @@ def write(path, text):
     ("a.flac\t16000\nb.flac\t16000\n", 1, "root"),                       # root line missing
     ("/data\na.flac\t16000\tx\n", 2, "num_samples"),                     # too many fields
     ("", 1, "root"),                                                     # empty file
+    ("/data\na.flac\t16000\nb.flac\t-5\n", 3, "negative length -5"),     # negative
 ])
 def test_manifest_load_errors_name_file_and_line(tmp_path, text, lineno, words):
     path = write(tmp_path / "train.tsv", text)
@@ -441,6 +442,15 @@ def test_manifest_load_good_file_with_size_limits(tmp_path):
     assert m.names == ["a.flac", "sub/b.wav", "c.mkv"] and m.line_numbers == [2, 4, 5]
 
 
+def test_manifest_size_limits_keep_their_bounds_and_count_each_skip(tmp_path):
+    sizes = {"empty": 0, "a": 998, "b": 999, "c": 1000, "d": 500000, "e": 500001, "f": 500002}
+    path = write(tmp_path / "train.tsv", "/data\n" + "".join(f"{n}.wav\t{s}\n" for n, s in sizes.items()))
+    m = Manifest.load(path, min_size=1000, max_size=500000)
+    assert m.path == path and m.names == ["c.wav", "d.wav"] and m.sizes == [1000, 500000]
+    assert m.skipped_short == 3 and m.skipped_long == 2
+    assert Manifest.load(path).sizes == list(sizes.values())  # an empty file's line is a valid line
+
+
 # ---- mae_ast.manifest's making functions, called directly --------------------------------------
 def test_audio_extensions_and_extension():
     from mae_ast.manifest import audio_extensions, extension
@@ -463,6 +473,20 @@ def test_find_files_counts_others_and_excluded(tmp_path):
     found, others, excluded = find_files(str(tmp_path), {".wav"})
     assert found == ["a.wav", os.path.join("noise", "m.wav"), os.path.join("noise", "n.wav")] and excluded == {}
     assert others == {".txt": 2, ".flac": 1, "(none)": 1}
+    assert find_files(str(tmp_path), {".wav"}, ["x"])[2] == {"x": 0}
+
+
+def test_find_files_follows_linked_folders_also_in_excluded_ones(tmp_path):
+    from mae_ast.manifest import find_files
+
+    for rel in ("elsewhere/a.wav", "elsewhere/b.wav", "root/c.wav", "root/noise/n.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "root" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "root" / "noise" / "linked").symlink_to(tmp_path / "elsewhere")
+    found, _, excluded = find_files(str(tmp_path / "root"), {".wav"}, ["noise"])
+    assert found == ["c.wav", os.path.join("linked", "a.wav"), os.path.join("linked", "b.wav")]
+    assert excluded == {"noise": 3}
 
 
 def test_checked_root_and_excluded_folders(tmp_path):
@@ -473,11 +497,15 @@ def test_checked_root_and_excluded_folders(tmp_path):
     with pytest.raises(ManifestError, match=re.escape(f"{tmp_path / 'none'} is not a folder")):
         checked_root(str(tmp_path / "none"))
     (tmp_path / "tab\there").mkdir()
-    with pytest.raises(ManifestError, match="cannot be a manifest's first line: path holds a tab"):
+    with pytest.raises(ManifestError, match="cannot be a manifest's first line: path holds a tab "
+                                            r"\(a manifest line cannot\); move or link the audio to a plain path$"):
         checked_root(str(tmp_path / "tab\there"))
     check_excluded_folders_exist(str(tmp_path / "audio"), ["keep"])
     with pytest.raises(ManifestError, match=r"no folder named 'kept' in .* \(its folders: 'keep'\)"):
         check_excluded_folders_exist(str(tmp_path / "audio"), ["keep", "kept"])
+    (tmp_path / "audio" / "kept too").mkdir()
+    with pytest.raises(ManifestError, match=r"\(its folders: 'keep', 'kept too'\)$"):
+        check_excluded_folders_exist(str(tmp_path / "audio"), ["kept"])
     with pytest.raises(ManifestError, match=r"\(its folders: none\)"):
         check_excluded_folders_exist(str(tmp_path / "audio" / "keep"), ["x"])
 
@@ -515,6 +543,9 @@ def test_write_splits_and_stale_outputs(tmp_path):
     (tmp_path / "x").mkdir()
     write_splits(str(tmp_path / "x"), "/data", good, ["train"] * 3, ("train",))  # no labels: no .lbl
     assert sorted(os.listdir(tmp_path / "x")) == ["train.tsv"]
+    assert stale_outputs(str(tmp_path / "x"), {"train.tsv"}) == []
+    assert stale_outputs(str(tmp_path), {"train.tsv"}) == [str(tmp_path / n) for n in (
+        "train.lbl", "valid.tsv", "valid.lbl", "test.tsv", "test.lbl", "labels.csv")]
 
 
 def test_measure_all_keeps_order_and_reasons(tmp_path):
@@ -531,6 +562,29 @@ def test_measure_all_keeps_order_and_reasons(tmp_path):
     assert results[0][1] is None and results[0][2] == "too short (0.006 s)"
     assert results[2][1] is None and results[2][2]
     assert calls == [(3, 3)]  # every 50 files, and once at the end
+    assert measure_all(str(tmp_path), ["short.wav", "ok.wav", "broken.wav"], 3200, 2) == results
+
+
+def test_measure_keeps_a_file_of_exactly_the_shortest_length_and_names_unexpected_errors(tmp_path):
+    from mae_ast.manifest import measure, measure_all
+
+    sf.write(tmp_path / "ok.wav", np.zeros(3200, dtype=np.float32), 16000)
+    assert measure((str(tmp_path), "ok.wav", 3200)) == ("ok.wav", 3200, None)
+    assert measure((str(tmp_path), "ok.wav", 3201))[1:] == (None, "too short (0.200 s)")
+    rel, samples, reason = measure((None, "ok.wav", 0))  # not an audio error: a crash, named by its type
+    assert (rel, samples) == ("ok.wav", None) and reason.startswith("TypeError: ")
+    calls = []
+    measure_all(str(tmp_path), ["ok.wav"] * 120, 0, 1, lambda done, total: calls.append((done, total)))
+    assert calls == [(50, 120), (100, 120), (120, 120)]
+
+
+def test_reasons_a_name_cannot_be_written_are_stated():
+    from mae_ast.manifest import unwritable_name_reason, unwritable_root_reason
+
+    assert unwritable_name_reason("a\tb\nc.wav") == "path holds a tab and a newline (a manifest line cannot)"
+    assert unwritable_name_reason("a\udcff.wav") == "path is not valid UTF-8 (a manifest is UTF-8 text)"
+    assert unwritable_root_reason("/data ") == "path starts or ends with white space (the manifest's first line is stripped)"
+    assert unwritable_name_reason("a b.wav") is None and unwritable_root_reason("/da ta") is None
 
 
 def test_printable():

@@ -45,6 +45,9 @@ Sections:
   every other layer shifted in time) and multi_window (MW-MAE's windows 2..125 and global heads,
   over 12 heads), same weights, fp32 and bf16-pure, at every ``--clip-s``, interleaved; each
   option's time over global's.
+* masks: the pre-training step (ours, fp32) with ``task.masks_per_clip`` K = 1, 4, 16 on the
+  batch of the shortest ``--clip-s``: step time, time per clip and per masked sequence (K x B
+  sequences a step), interleaved.
 """
 import argparse
 import copy
@@ -129,8 +132,9 @@ def original_loss(out, reconstruction_weight=10.0, classification_weight=1.0):
     return reconstruction_weight * torch.nn.functional.mse_loss(recon, target) + classification_weight * nce
 
 
-def make_step(impl: str, model, source, precision: str, device):
-    """A closure running one step; ``precision`` is fp32, {bf16,fp16}-autocast or {bf16,fp16}-pure."""
+def make_step(impl: str, model, source, precision: str, device, masks_per_clip: int = 1):
+    """A closure running one step; ``precision`` is fp32, {bf16,fp16}-autocast or {bf16,fp16}-pure;
+    ``masks_per_clip`` K: ours draws K masks per clip (task.masks_per_clip)."""
     from mae_ast.core import mae_ast_loss
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.split("-")[0])
@@ -147,7 +151,7 @@ def make_step(impl: str, model, source, precision: str, device):
             if impl == "orig":
                 out = model(source, padding_mask=padding, mask=True)
             else:
-                out = model(source)
+                out = model(source, masks_per_clip=masks_per_clip)
         if impl == "orig":
             loss = original_loss(out)
         else:
@@ -484,6 +488,41 @@ def bench_decoder(kind, source, args, device, seconds, summary):
     summary.append(f"decoder, {kind}, {seconds:g} s clips: " + "; ".join(ratios))
 
 
+# ---- several masks per clip ---------------------------------------------------------------------
+MASKS_PER_CLIP = (1, 4, 16)
+
+
+def bench_masks_per_clip(kind, source, args, device, seconds, summary):
+    """task.masks_per_clip K at a fixed batch of clips: step time, and time per clip and per masked
+    sequence (K per clip). The clips' log-mel is computed before the step (as the loader does), so
+    what K shares here is the normalisation and patch projection; decoding and fbank are shared too
+    in training, once per clip whatever K."""
+    from mae_ast.core import MAEAST
+
+    cfg = paper_cfg(kind, args.tiny)
+    torch.manual_seed(0)
+    model = MAEAST(cfg, mask_type=KERNELS[kind][1]).to(device).train()
+    steps = {k: make_step("ours", model, source, "fp32", device, masks_per_clip=k) for k in MASKS_PER_CLIP}
+    times, failed = time_interleaved(steps, args.steps, args.warmup, device)
+    clips = source.size(0)
+    print(f"\n### masks per clip: {kind} model ({KERNELS[kind][1]}), {clips} clips x {seconds:g} s, fp32; "
+          f"seconds: median (fastest) of {args.steps}")
+    print("| task.masks_per_clip | sequences | step s | s per clip | s per masked sequence | per sequence vs K=1 |")
+    print("|---|---|---|---|---|---|")
+    base = times.get(1)
+    for k in MASKS_PER_CLIP:
+        t = times.get(k)
+        if not t:
+            print(f"| {k} | {k * clips} | fails: {failed.get(k, '?')} | | | |")
+            continue
+        ratio = f"{(t[0] / k) / base[0]:.2f}x" if base else "-"
+        print(f"| {k} | {k * clips} | {t[0]:.2f} ({t[1]:.2f}) | {t[0] / clips:.3f} | {t[0] / (k * clips):.3f} | {ratio} |")
+    if base:
+        summary.append(f"masks per clip, {kind}, {seconds:g} s clips: " + "; ".join(
+            f"K={k} {times[k][0] / clips:.3f} s per clip, {times[k][0] / k / base[0]:.2f}x K=1's time per sequence"
+            for k in MASKS_PER_CLIP if k in times))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models run")
@@ -494,8 +533,8 @@ def main():
     ap.add_argument("--clip-s", default="1,3,10",
                     help="seconds per clip of the training batch, comma-separated: each length is timed (default 1,3,10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--sections", default="step,data,upstream,finetune,decoder",
-                    help="comma-separated: step, data, upstream, finetune, decoder")
+    ap.add_argument("--sections", default="step,data,upstream,finetune,decoder,masks",
+                    help="comma-separated: step, data, upstream, finetune, decoder, masks")
     ap.add_argument("--data-clips", type=int, default=20, help="clips decoded per format")
     ap.add_argument("--upstream-repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
@@ -525,7 +564,7 @@ def main():
         tmp = Path(tmp)
         clips = speech_clips(tmp, args.batch, max(args.clip_s))
         summary = []
-        if "step" in sections or "decoder" in sections:
+        if sections & {"step", "decoder", "masks"}:
             from mae_ast.core.features import fbank
 
             sources = [fbank(torch.stack([c[: int(s * SAMPLE_RATE)] for c in clips])).to(device) for s in args.clip_s]
@@ -561,6 +600,9 @@ def main():
             for seconds, source in zip(args.clip_s, sources):
                 for kind in args.models:
                     bench_decoder(kind, source, args, device, seconds, summary)
+        if "masks" in sections:  # the shortest clips: K x B sequences of 10 s are minutes a step on a CPU
+            for kind in args.models:
+                bench_masks_per_clip(kind, sources[0], args, device, args.clip_s[0], summary)
         if summary:
             print("\n" + "\n".join(summary))
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (other processes slow every row alike)")

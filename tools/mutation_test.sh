@@ -39,7 +39,8 @@ tar -C "$ROOT" --exclude=./.venv --exclude=./.venv-hear --exclude=./.git --exclu
 # setup.cfg lists are one item a line
 { echo; echo "[mutmut]"; echo "source_paths = mae_ast"; echo "only_mutate = $file"
   echo "process_isolation = forkserver"  # torch is not fork-safe once it has run
-  echo "also_copy ="; for d in config/ tools/ s3prl_upstream/ hydra_plugins/; do echo "    $d"; done
+  # docs/ and README.md: some tests check that the docs show the commands the tools accept
+  echo "also_copy ="; for d in config/ tools/ s3prl_upstream/ hydra_plugins/ docs/ README.md; do echo "    $d"; done
   echo "pytest_add_cli_args_test_selection ="; for t in $tests; do echo "    $t"; done
   echo "pytest_add_cli_args ="; for a in -m "not slow" -p no:cacheprovider; do echo "    $a"; done
 } >> "$scratch/setup.cfg"
