@@ -228,3 +228,51 @@ def test_compatibility_fields(caplog):
         MAEAST(tiny_cfg(feature_grad_mult=0.1, conv_pos=64))
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "model.feature_grad_mult=0.1 changes nothing" in messages and "model.conv_pos=64" in messages
+
+
+# ---- fine-tuning's model.pretrained_checkpoint ------------------------------------------------
+def _pretraining_checkpoint(path, cfg, task=None, name="mae_ast"):
+    torch.manual_seed(1)
+    model = MAEAST(cfg)
+    torch.save({"cfg": {"model": {**dataclasses.asdict(cfg), "_name": name},
+                        "task": {"feature_dim": 128} if task is None else task},
+                "model": model.state_dict()}, path)
+    return model
+
+
+def test_encoder_weights_load_and_settings_shapes_cannot_tell_are_refused(tmp_path):
+    from mae_ast.core.checkpoint import CheckpointError, load_encoder_weights
+    from mae_ast.core.classifier import MAEASTClassifier
+
+    good = str(tmp_path / "good.pt")
+    pretrained = _pretraining_checkpoint(good, tiny_cfg(PATCH), task={})  # no feature_dim: 128
+    classifier = MAEASTClassifier(tiny_cfg(PATCH), 3)
+    assert load_encoder_weights(classifier.backbone, good) == {}
+    for key, value in classifier.backbone.state_dict().items():
+        assert torch.equal(value, pretrained.state_dict()[key]), key
+
+    heads = str(tmp_path / "heads.pt")  # 2 heads of 16 or 4 of 8: the same shapes
+    _pretraining_checkpoint(heads, tiny_cfg(PATCH, encoder_attention_heads=2))
+    with pytest.raises(CheckpointError) as e:
+        load_encoder_weights(MAEASTClassifier(tiny_cfg(PATCH), 3).backbone, heads)
+    assert str(e.value) == (f"{heads}: checkpoint does not match the model:\n"
+                            "  - model.encoder_attention_heads: checkpoint 2, model 4")
+
+    frame = str(tmp_path / "frame.pt")
+    _pretraining_checkpoint(frame, tiny_cfg(FRAME))
+    with pytest.raises(CheckpointError) as e:
+        load_encoder_weights(MAEASTClassifier(tiny_cfg(PATCH), 3).backbone, frame)
+    assert str(e.value).startswith(f"{frame}: checkpoint does not match the model (a 2x128 checkpoint into a "
+                                   "16x16 model: patch vs frame?):\n  - model.ast_kernel_size_time: checkpoint 2, "
+                                   "model 16\n  - model.ast_kernel_size_chan: checkpoint 128, model 16\n")
+
+    mels = str(tmp_path / "mels.pt")
+    _pretraining_checkpoint(mels, tiny_cfg(PATCH), task={"feature_dim": 80})
+    with pytest.raises(CheckpointError) as e:
+        load_encoder_weights(MAEASTClassifier(tiny_cfg(PATCH), 3).backbone, mels)
+    assert str(e.value) == f"{mels}: task.feature_dim: checkpoint 80, model 128"
+
+    fine_tuned = str(tmp_path / "classifier.pt")
+    _pretraining_checkpoint(fine_tuned, tiny_cfg(PATCH), name="mae_ast_classifier")
+    with pytest.raises(CheckpointError, match="a fine-tuned classifier, not a pre-training checkpoint"):
+        load_encoder_weights(MAEASTClassifier(tiny_cfg(PATCH), 3).backbone, fine_tuned)

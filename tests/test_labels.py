@@ -720,6 +720,10 @@ def test_load_labels_picks_the_lines_of_the_clips_the_manifest_kept(small_manife
     manifest = Manifest.load(str(tsv), min_size=1000)
     assert manifest.names == ["a.flac", "sub/b.wav", "c.mkv"]
     assert load_labels(str(lbl), manifest, label_set) == [[2], [0, 1], [1]]
+    lbl.write_text("dog\n???\nbird\ncar")  # no newline after the last line: it still counts
+    assert load_labels(str(lbl), manifest, label_set) == [[2], [0], [1]]
+    label_set.write(label_set.path)
+    assert open(label_set.path, "rb").read() == b"index,name\n0,bird\n1,car\n2,dog\n"  # plain \n lines
 
 
 @pytest.mark.parametrize("text,line,words", [
@@ -739,6 +743,9 @@ def test_load_labels_errors_name_file_and_line(small_manifest, text, line, words
     msg = str(err.value)
     assert msg.startswith(f"{lbl}:{line}: "), msg
     assert words.format(tsv=tsv, labels=label_set.path) in msg, msg
+    if "label lines" in words:
+        assert msg.endswith("(the .lbl needs one line per .tsv line after the root); make both again with "
+                            "tools/make_manifest.py --labels ..."), msg
 
 
 def test_load_labels_missing_file(small_manifest):
@@ -764,6 +771,7 @@ def test_input_problems_show_twenty_then_how_many_more():
     few = InputProblems(["a", "b"], "bad rows", "nothing written")
     assert few.shown() == ["a", "b"] and str(few) == "2 bad rows (each is named above); nothing written"
     assert InputProblems(["x"] * 20, "w", "c").shown() == ["x"] * 20  # exactly the limit: no "more" line
+    assert InputProblems(["x"] * 21, "w", "c").shown() == ["x"] * 20 + ["... and 1 more"]
 
 
 def test_read_label_csv_names_an_empty_file(tmp_path):
@@ -774,6 +782,16 @@ def test_read_label_csv_names_an_empty_file(tmp_path):
         read_label_csv(str(tmp_path / "e.csv"), "a header")
     (tmp_path / "ok.csv").write_text("file,label\n\na.wav,dog\n")
     assert read_label_csv(str(tmp_path / "ok.csv"), "x") == [(1, ["file", "label"]), (3, ["a.wav", "dog"])]
+    (tmp_path / "latin1.csv").write_bytes("file,label\na.wav,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LabelError) as err:
+        read_label_csv(str(tmp_path / "latin1.csv"), "x")
+    assert str(err.value) == f"{tmp_path / 'latin1.csv'}:2: not UTF-8 text (invalid continuation byte at byte 20)"
+    with pytest.raises(LabelError) as err:
+        read_label_csv(str(tmp_path / "none.csv"), "x")
+    assert str(err.value) == f"{tmp_path / 'none.csv'}: label CSV not found"  # no hint: it is the user's file
+    (tmp_path / "quote.csv").write_text('file,label\n"a.wav,dog\n')
+    with pytest.raises(LabelError, match=re.escape(f"{tmp_path / 'quote.csv'}:")):
+        read_label_csv(str(tmp_path / "quote.csv"), "x")
 
 
 @pytest.fixture
